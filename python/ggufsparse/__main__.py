@@ -1,0 +1,3 @@
+from ggufsparse.cli import main
+
+raise SystemExit(main())

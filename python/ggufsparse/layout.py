@@ -1,0 +1,61 @@
+"""The GGUF layout that the converter writes and the patched runtime reads.
+
+Every `ggufsparse.*` key and every extra tensor name is spelled here once; the C side
+(`llama-arch.cpp` in patches/0001) mirrors the tensor names and a test checks both agree.
+The prose version of this contract is docs/format.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Bumped when the runtime must change to read a file; the runtime refuses newer versions.
+FORMAT_VERSION = 1
+
+
+class Keys:
+    FORMAT_VERSION = "ggufsparse.format_version"  # u32
+    TOOL_VERSION = "ggufsparse.tool_version"  # str, the ggufsparse version that wrote the file
+    METHOD = "ggufsparse.method"  # str: chess, cats, ...
+    TARGETS = "ggufsparse.targets"  # [str]: which projections are sparse (ffn, attn_q, attn_output)
+    RECIPE = "ggufsparse.recipe"  # str, JSON of the recipe that made the file
+    CALIB_SHA256 = "ggufsparse.calibration.sha256"  # str
+    CALIB_TOKENS = "ggufsparse.calibration.tokens"  # u64
+
+
+@dataclass(frozen=True)
+class SparseTensor:
+    """One kind of extra per-layer tensor."""
+
+    stem: str  # name without the block prefix, e.g. "ffn_gate_thr"
+    suffix: str | None  # ".weight" for weights, None for thresholds
+    source: str  # the original tensor it belongs to, e.g. "ffn_down.weight"
+    transposed: bool  # shape is the source's with ne0 and ne1 swapped
+    what: str
+
+    def name(self, block: int) -> str:
+        tail = f".{self.suffix}" if self.suffix else ""
+        return f"blk.{block}.{self.stem}{tail}"
+
+
+FFN_GATE_THR = SparseTensor("ffn_gate_thr", None, "ffn_gate.weight", False,
+                            "per-channel threshold on |act(gate)|, f32 {n_ff}")
+FFN_DOWN_T = SparseTensor("ffn_down_t", "weight", "ffn_down.weight", True,
+                          "ffn_down transposed: one row of n_embd per FFN channel")
+ATTN_Q_THR = SparseTensor("attn_q_thr", None, "attn_q.weight", False,
+                          "threshold on |x| at the input of attn_q, f32 {1}")
+ATTN_Q_T = SparseTensor("attn_q_t", "weight", "attn_q.weight", True,
+                        "attn_q transposed: one row per input channel")
+ATTN_OUT_THR = SparseTensor("attn_output_thr", None, "attn_output.weight", False,
+                            "threshold on |x| at the input of attn_output, f32 {1}")
+ATTN_OUT_T = SparseTensor("attn_output_t", "weight", "attn_output.weight", True,
+                          "attn_output transposed: one row per input channel")
+
+SPARSE_TENSORS: tuple[SparseTensor, ...] = (
+    FFN_GATE_THR, FFN_DOWN_T, ATTN_Q_THR, ATTN_Q_T, ATTN_OUT_THR, ATTN_OUT_T,
+)
+
+# threshold -> transposed weight: the runtime needs both or neither
+PAIRS: tuple[tuple[SparseTensor, SparseTensor], ...] = (
+    (FFN_GATE_THR, FFN_DOWN_T), (ATTN_Q_THR, ATTN_Q_T), (ATTN_OUT_THR, ATTN_OUT_T),
+)

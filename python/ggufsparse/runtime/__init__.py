@@ -1,0 +1,1 @@
+"""The patched llama.cpp runtime: fetching its source, building it and finding it."""

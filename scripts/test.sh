@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install, build the patched runtime (and the stock llama.cpp it is compared with), then run
+# the whole test suite against the real build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# shellcheck disable=SC1091
+. .venv/bin/activate
+ggufsparse build-runtime --stock
+set +e
+python -m pytest -ra "$@"
+rc=$?
+set -e
+if [ $rc -eq 5 ]; then
+  echo "test.sh: pytest collected no tests; that is a failure" >&2
+  exit 1
+fi
+exit $rc
