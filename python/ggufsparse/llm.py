@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ggufsparse.errors import UserError
+
+# ggml.h of the pinned llama.cpp (llama_cpp._logger still uses an older numbering)
+GGML_LOG_LEVEL_ERROR = 4
 
 
 class ModelLoadError(UserError):
@@ -26,7 +30,7 @@ def _captured_log(echo: bool) -> Iterator[list[str]]:
     @llama_cpp.llama_log_callback
     def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         line = text.decode("utf-8", errors="replace")
-        if level == 3:  # GGML_LOG_LEVEL_ERROR
+        if level == GGML_LOG_LEVEL_ERROR:
             errors.append(line.strip())
         if echo:
             print(line, end="", file=sys.stderr, flush=True)
@@ -40,13 +44,9 @@ def _captured_log(echo: bool) -> Iterator[list[str]]:
 
 def _reason(errors: list[str]) -> str:
     """The most specific error line: llama.cpp logs the cause, then generic follow-ups."""
-    for line in errors:
-        if "error loading model:" in line:
-            return line.split("error loading model:", 1)[1].strip()
-    for line in errors:
-        if "failed to load model" not in line.lower():
-            return line
-    return "llama.cpp could not load it"
+    causes = [line.split("error loading model:", 1)[-1].strip() for line in errors]
+    specific = [c for c in causes if "failed to load model" not in c.lower()]
+    return (specific or causes or ["llama.cpp could not load it"])[0]
 
 
 def load(path: Path, *, n_ctx: int = 2048, verbose: bool = False, **kwargs: Any):

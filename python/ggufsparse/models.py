@@ -22,7 +22,7 @@ class KnownModel:
         spec = importlib.util.find_spec(self.module)
         if spec is None or not spec.submodule_search_locations:
             return None
-        path = Path(list(spec.submodule_search_locations)[0]) / self.filename
+        path = Path(next(iter(spec.submodule_search_locations))) / self.filename
         return path if path.is_file() else None
 
 

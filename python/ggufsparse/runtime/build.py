@@ -99,7 +99,7 @@ class RuntimeState:
     tools: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path) -> "RuntimeState | None":
+    def load(cls, path: Path) -> RuntimeState | None:
         try:
             return cls(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
@@ -238,7 +238,7 @@ def bindings_lib_dir() -> Path | None:
     spec = importlib.util.find_spec("llama_cpp")
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0]) / "lib"
+    return Path(next(iter(spec.submodule_search_locations))) / "lib"
 
 
 def build_runtime(flags: BuildFlags, jobs: int | None = None, force: bool = False) -> RuntimeState:

@@ -18,7 +18,7 @@ def _bindings() -> dict:
     """Load llama_cpp and ask the library it loaded which build it is."""
     try:
         import llama_cpp
-    except Exception as exc:  # a missing or broken library raises OSError, RuntimeError, ...
+    except Exception as exc:  # noqa: BLE001 - a missing or broken library raises OSError, RuntimeError, ...
         return {"importable": False, "error": f"{type(exc).__name__}: {exc}"}
     info = llama_cpp.llama_print_system_info().decode()
     m = re.search(r"GGUFSPARSE = (\S+)", info)

@@ -39,7 +39,7 @@ def fetch(cache: Path) -> Path:
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                    "--disable-pip-version-check", "-d", tmp, f"llama-cpp-python=={VERSION}"]
-            result = subprocess.run(cmd, capture_output=True, text=True)
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
             got = Path(tmp) / FILENAME
             if result.returncode != 0 or not got.exists():
                 tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]

@@ -74,7 +74,7 @@ def apply_patches(tree: Path, patches_dir: Path) -> list[str]:
     env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(tree.parent))
     for patch in sorted(patches_dir.glob("*.patch")):
         result = subprocess.run(["git", "apply", "--whitespace=nowarn", str(patch)],
-                                cwd=tree, env=env, capture_output=True, text=True)
+                                cwd=tree, env=env, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             detail = "; ".join(line for line in result.stderr.strip().splitlines() if line) or "no output"
             raise UserError(f"patches/{patch.name} does not apply to llama.cpp: {detail}")
@@ -99,7 +99,7 @@ def stamp(tree: Path, build_id: str, python_version: str) -> None:
     (tree / BUILD_ID_HEADER).write_text(f'#pragma once\n#define GGUFSPARSE_BUILD_ID "{build_id}"\n')
     init = tree / "llama_cpp" / "__init__.py"
     text, n = re.subn(r'^__version__ = ".*"$', f'__version__ = "{python_version}"',
-                      init.read_text(), flags=re.M)
+                      init.read_text(), flags=re.MULTILINE)
     if n != 1:
         raise UserError(f"{init}: no __version__ line to mark")
     init.write_text(text)

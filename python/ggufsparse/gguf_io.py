@@ -1,0 +1,111 @@
+"""Copy a GGUF with extra metadata and tensors; every original tensor and key kept as is.
+
+The writer knows nothing about sparsity methods: it takes finished arrays and keys.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ggufsparse.errors import UserError
+
+
+@dataclass(frozen=True)
+class ExtraTensor:
+    name: str
+    data: np.ndarray  # numpy order (ne reversed); for quantized types the uint8 bytes of each row
+    ggml_type: Any  # gguf.GGMLQuantizationType
+
+
+@dataclass(frozen=True)
+class ExtraKey:
+    key: str
+    value: Any
+    vtype: Any  # gguf.GGUFValueType
+    sub_type: Any = None  # element type of an array
+
+
+def open_reader(path: Path):
+    """GGUFReader for the file, or a one-line UserError naming it."""
+    import gguf
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        return gguf.GGUFReader(path)
+    except (ValueError, OSError, IndexError, KeyError) as exc:
+        raise UserError(f"{path}: not a readable GGUF file ({exc})") from None
+
+
+def _copy_keys(reader, writer, skip: set[str]) -> None:
+    import gguf
+
+    for field in reader.fields.values():
+        # GGUF.* are the reader's virtual fields; the writer adds general.architecture itself
+        if field.name.startswith("GGUF.") or field.name == gguf.Keys.General.ARCHITECTURE or field.name in skip:
+            continue
+        vtype = field.types[0]
+        sub_type = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub_type)
+
+
+def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[ExtraTensor],
+                      *, force: bool = False, progress: bool = True) -> None:
+    """Write dst = src + keys + tensors, through a temporary file renamed into place."""
+    import gguf
+    from tqdm import tqdm
+
+    src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve():
+        raise UserError(f"{dst}: the output would overwrite the input")
+    if dst.exists() and not force:
+        raise UserError(f"{dst}: exists; pass --force to replace it")
+    reader = open_reader(src)
+    arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    existing = {t.name for t in reader.tensors}
+    clash = [t.name for t in tensors if t.name in existing]
+    if clash:
+        raise UserError(f"{src}: already has tensor '{clash[0]}'; convert the original file instead")
+
+    if not dst.parent.is_dir():
+        raise UserError(f"{dst}: folder {dst.parent} does not exist")
+    if not os.access(dst.parent, os.W_OK):
+        raise UserError(f"{dst}: folder {dst.parent} is not writable")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
+        alignment = reader.fields.get(gguf.Keys.General.ALIGNMENT)
+        if alignment is not None:
+            writer.data_alignment = alignment.contents()
+        _copy_keys(reader, writer, skip={k.key for k in keys})
+        for k in keys:
+            writer.add_key_value(k.key, k.value, k.vtype, sub_type=k.sub_type)
+        for t in reader.tensors:
+            writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+        for t in tensors:
+            writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.ggml_type)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        total = sum(int(t.n_bytes) for t in reader.tensors) + sum(t.data.nbytes for t in tensors)
+        with tqdm(total=total, unit="B", unit_scale=True, desc="writing", disable=not progress) as bar:
+            for t in reader.tensors:
+                writer.write_tensor_data(t.data, tensor_endianess=reader.endianess)
+                bar.update(int(t.n_bytes))
+            for t in tensors:
+                writer.write_tensor_data(t.data)
+                bar.update(t.data.nbytes)
+        writer.close()
+        tmp.replace(dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,21 @@
+"""Print the logits of a model for fixed text as .npy; run in its own process so that the
+library it loads (LLAMA_CPP_LIB_PATH) can differ from the test process's."""
+
+import sys
+
+import numpy as np
+from llama_cpp import Llama
+
+TEXT = ("The quick brown fox jumps over the lazy dog. Sparse activations skip work that "
+        "does not change the answer, so a model can decode faster on a laptop.")
+
+
+def main(model: str, out: str) -> None:
+    llm = Llama(model_path=model, n_ctx=256, logits_all=True, verbose=False, n_threads=2)
+    tokens = llm.tokenize(TEXT.encode())
+    llm.eval(tokens)
+    np.save(out, np.array(llm.scores[: len(tokens)], dtype=np.float32))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

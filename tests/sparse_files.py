@@ -1,0 +1,37 @@
+"""Build GGUF files with ggufsparse tensors (good and malformed) from a real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+from ggufsparse import layout
+from ggufsparse.gguf_io import ExtraKey, ExtraTensor, write_with_extras
+
+
+def tensor(reader: gguf.GGUFReader, name: str):
+    return next(t for t in reader.tensors if t.name == name)
+
+
+def layer0_extras(model: Path) -> list[ExtraTensor]:
+    """Valid sparse tensors for block 0: zero thresholds and a transposed f16 ffn_down."""
+    reader = gguf.GGUFReader(model)
+    down = tensor(reader, "blk.0.ffn_down.weight")
+    down_f32 = gguf.quants.dequantize(down.data, down.tensor_type)  # (n_embd, n_ff)
+    n_ff = down_f32.shape[1]
+    return [
+        ExtraTensor(layout.FFN_GATE_THR.name(0), np.zeros(n_ff, dtype=np.float32),
+                    gguf.GGMLQuantizationType.F32),
+        ExtraTensor(layout.FFN_DOWN_T.name(0), np.ascontiguousarray(down_f32.T).astype(np.float16),
+                    gguf.GGMLQuantizationType.F16),
+    ]
+
+
+def version_key(version: int = layout.FORMAT_VERSION) -> ExtraKey:
+    return ExtraKey(layout.Keys.FORMAT_VERSION, version, gguf.GGUFValueType.UINT32)
+
+
+def write(model: Path, out: Path, tensors: list[ExtraTensor], keys: list[ExtraKey] | None = None) -> Path:
+    write_with_extras(model, out, [version_key()] if keys is None else keys, tensors, progress=False)
+    return out

@@ -1,0 +1,39 @@
+"""The GGUF contract: Python names, the C loader's names and docs/format.md agree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from ggufsparse import layout
+from ggufsparse.paths import REPO_ROOT
+
+
+def _c_tensor_names(arch_cpp: str) -> set[str]:
+    return set(re.findall(r'\{\s*LLM_TENSOR_\w+,\s*"(blk\.%d\.[a-z_]+(?:_thr|_t))"\s*\}', arch_cpp))
+
+
+def test_python_names_match_the_patch():
+    patch = (REPO_ROOT / "patches" / "0001-loader-accept-ggufsparse-tensors.patch").read_text()
+    added = "\n".join(line[1:] for line in patch.splitlines() if line.startswith("+"))
+    c_names = _c_tensor_names(added)
+    py_names = {f"blk.%d.{t.stem}" for t in layout.SPARSE_TENSORS}
+    assert c_names == py_names
+    assert f"LLAMA_SPARSE_FORMAT_VERSION = {layout.FORMAT_VERSION};" in added
+    assert f'"{layout.Keys.FORMAT_VERSION}"' in added
+
+
+@pytest.mark.runtime
+def test_python_names_match_the_built_tree(runtime):
+    arch_cpp = Path(runtime.work) / "src/vendor/llama.cpp/src/llama-arch.cpp"
+    assert _c_tensor_names(arch_cpp.read_text()) == {f"blk.%d.{t.stem}" for t in layout.SPARSE_TENSORS}
+
+
+def test_format_doc_lists_every_name():
+    doc = (REPO_ROOT / "docs" / "format.md").read_text()
+    for t in layout.SPARSE_TENSORS:
+        assert f"blk.N.{t.stem}" in doc, t.stem
+    for name, key in vars(layout.Keys).items():
+        if not name.startswith("_"):
+            assert key in doc, key

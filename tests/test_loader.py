@@ -1,0 +1,133 @@
+"""The patched loader: ggufsparse tensors load, malformed files fail with a clear error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from ggufsparse import layout, llm
+from ggufsparse.gguf_io import ExtraTensor
+from ggufsparse.runtime import locate
+from sparse_files import layer0_extras, version_key, write
+
+pytestmark = [pytest.mark.runtime, pytest.mark.model]
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def extras(default_model):
+    return layer0_extras(default_model)
+
+
+@pytest.fixture(scope="module")
+def sparse_file(default_model, extras, tmp_path_factory):
+    return write(default_model, tmp_path_factory.mktemp("sparse") / "sparse.gguf", extras)
+
+
+def _logits(model: Path, tmp_path: Path, lib_dir: Path | None = None) -> np.ndarray:
+    out = tmp_path / f"logits-{model.stem}-{'stock' if lib_dir else 'patched'}.npy"
+    env = dict(os.environ)
+    if lib_dir is not None:
+        env["LLAMA_CPP_LIB_PATH"] = str(lib_dir)
+    subprocess.run([sys.executable, str(HERE / "logits_of.py"), str(model), str(out)], env=env, check=True)
+    return np.load(out)
+
+
+def _cli_load_error(path: Path) -> str:
+    """Load through the CLI in a child process: a crash would show as a signal, not exit 2."""
+    proc = subprocess.run([sys.executable, "-m", "ggufsparse", "generate", str(path), "-p", "x", "-n", "1"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("ggufsparse: error:"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_file_with_sparse_tensors_loads(sparse_file, default_model, tmp_path):
+    model = llm.load(sparse_file, n_ctx=128)
+    assert model.n_vocab() > 0
+    # the tensors are read but not used by the graph yet, so logits equal the original file's
+    np.testing.assert_array_equal(_logits(sparse_file, tmp_path), _logits(default_model, tmp_path))
+
+
+def test_stock_layout_gives_the_same_logits_as_unpatched_llama_cpp(default_model, tmp_path, runtime):
+    patched = _logits(default_model, tmp_path)
+    stock = _logits(default_model, tmp_path, lib_dir=locate.stock_bin_dir())
+    assert patched.shape == stock.shape and patched.shape[0] > 20
+    np.testing.assert_allclose(patched, stock, rtol=0, atol=1e-5)
+    # a real comparison: the logits vary between positions
+    assert np.abs(np.diff(patched, axis=0)).max() > 1.0
+
+
+def _bad_threshold_shape(extras):
+    thr = extras[0]
+    return [ExtraTensor(thr.name, np.zeros(thr.data.shape[0] + 1, dtype=np.float32), thr.ggml_type), extras[1]]
+
+
+def _bad_threshold_type(extras):
+    thr = extras[0]
+    return [ExtraTensor(thr.name, thr.data.astype(np.float16), gguf.GGMLQuantizationType.F16), extras[1]]
+
+
+def _bad_transposed_shape(extras):
+    w = extras[1]
+    return [extras[0], ExtraTensor(w.name, np.ascontiguousarray(w.data.T), w.ggml_type)]
+
+
+MALFORMED = {
+    "threshold of the wrong shape": (_bad_threshold_shape, None, layout.FFN_GATE_THR.name(0), "wrong shape"),
+    "threshold not f32": (_bad_threshold_type, None, layout.FFN_GATE_THR.name(0), "must be f32"),
+    "transposed weight not transposed": (_bad_transposed_shape, None, layout.FFN_DOWN_T.name(0), "wrong shape"),
+    "threshold without its weight": (lambda e: e[:1], None, layout.FFN_GATE_THR.name(0), "partner"),
+    "no format version key": (lambda e: e, [], layout.Keys.FORMAT_VERSION, "no"),
+    "format version from the future": (lambda e: e, [version_key(layout.FORMAT_VERSION + 1)],
+                                       layout.Keys.FORMAT_VERSION, "rebuild the runtime"),
+    "unknown extra tensor": (lambda e: [*e, ExtraTensor("blk.0.ffn_mystery", np.zeros(4, np.float32),
+                                                        gguf.GGMLQuantizationType.F32)],
+                             None, "blk.0.ffn_mystery", "not used by this model"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))
+def test_malformed_sparse_file_is_refused_with_the_tensor_named(case, default_model, extras, tmp_path):
+    mutate, keys, culprit, phrase = MALFORMED[case]
+    path = write(default_model, tmp_path / "bad.gguf", mutate(extras), keys)
+    with pytest.raises(llm.ModelLoadError) as err:
+        llm.load(path, n_ctx=128)
+    message = str(err.value)
+    assert str(path) in message and culprit in message and phrase in message, message
+    line = _cli_load_error(path)
+    assert culprit in line and str(path) in line
+
+
+def test_truncated_file_is_refused(sparse_file, tmp_path):
+    data = sparse_file.read_bytes()
+    for cut in (len(data) // 2, 64):
+        path = tmp_path / f"truncated-{cut}.gguf"
+        path.write_bytes(data[:cut])
+        line = _cli_load_error(path)
+        assert str(path) in line
+
+
+def test_non_gguf_file_is_refused(tmp_path):
+    path = tmp_path / "notes.gguf"
+    path.write_text("this is not a model\n" * 100)
+    line = _cli_load_error(path)
+    assert str(path) in line
+
+
+def test_sparse_tensors_are_appended_and_originals_byte_identical(default_model, sparse_file):
+    src, out = gguf.GGUFReader(default_model), gguf.GGUFReader(sparse_file)
+    out_by_name = {t.name: t for t in out.tensors}
+    for t in src.tensors:
+        assert t.tensor_type == out_by_name[t.name].tensor_type
+        assert bytes(t.data) == bytes(out_by_name[t.name].data), t.name
+    assert len(out.tensors) == len(src.tensors) + 2
+    assert out.fields[layout.Keys.FORMAT_VERSION].contents() == layout.FORMAT_VERSION
