@@ -70,6 +70,7 @@ class BuildFlags:
             args += _portable_cpu_args()
         if self.backend == "cuda":
             args.append(f"-DCMAKE_CUDA_ARCHITECTURES={self.cuda_archs}")
+            args += _cuda_toolkit_args()
         return args
 
 
@@ -84,6 +85,37 @@ def _portable_cpu_args() -> list[str]:
         # dot-product instructions: Cortex-A55/A76 and later, Graviton 2+, Ampere Altra
         return ["-DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod"]
     return []
+
+
+def _cuda_toolkit_args() -> list[str]:
+    """Fill what the installed CUDA toolkit lacks: cuBLAS from the nvidia-cublas wheel, and no
+    driver library on a machine without a GPU (then CUDA VMM is off; the kernels are the same)."""
+    import ctypes.util
+    import importlib.util
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        raise UserError("--cuda needs nvcc on PATH (the CUDA toolkit)")
+    root = Path(nvcc).resolve().parent.parent
+    args = []
+    if not (root / "include" / "cublas_v2.h").exists():
+        spec = importlib.util.find_spec("nvidia")
+        headers = [h for loc in (spec.submodule_search_locations if spec else [])
+                   for h in sorted(Path(loc).glob("*/include/cublas_v2.h"))]
+        if not headers:
+            raise UserError(f"the CUDA toolkit in {root} has no cuBLAS (cublas_v2.h); install its cuBLAS "
+                            "package, or: pip install nvidia-cublas")
+        inc = headers[0].parent
+        lib = inc.parent / "lib"
+        blas, blas_lt = sorted(lib.glob("libcublas.so*")), sorted(lib.glob("libcublasLt.so*"))
+        if not blas or not blas_lt:
+            raise UserError(f"{lib}: no libcublas.so / libcublasLt.so next to {headers[0]}")
+        args += [f"-DCUDA_cublas_LIBRARY={blas[0]}", f"-DCUDA_cublasLt_LIBRARY={blas_lt[0]}",
+                 f"-DCMAKE_CUDA_FLAGS=-isystem {inc}"]
+    stub = root / "lib64" / "stubs" / "libcuda.so"
+    if not stub.exists() and ctypes.util.find_library("cuda") is None:
+        args.append("-DGGML_CUDA_NO_VMM=ON")
+    return args
 
 
 @dataclass
