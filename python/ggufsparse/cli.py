@@ -80,6 +80,95 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ggufsparse.convert import convert
+    from ggufsparse.models import resolve
+    from ggufsparse.recipe import Recipe, load_recipe
+
+    recipe, recipe_model = load_recipe(args.recipe) if args.recipe else (Recipe(), None)
+    recipe = recipe.override(method=args.method, sparsity=args.sparsity, attn_sparsity=args.attn_sparsity,
+                             chess_norm=args.chess_norm, calib=args.calib, calib_tokens=args.calib_tokens,
+                             calib_seq_len=args.calib_seq_len)
+    name = args.model or recipe_model
+    if name is None:
+        raise UserError("give a MODEL (a GGUF file, a Hugging Face folder or a known model's name)")
+    model = Path(name) if Path(name).is_dir() else resolve(name)
+    result = convert(model, Path(args.output), recipe, force=args.force, progress=not args.quiet,
+                     dtype=args.dtype, outtype=args.outtype, quantize=args.quantize)
+    sp = [r.ffn_sparsity for r in result.layers]
+    summary = {"output": str(result.output), "recipe": json.loads(recipe.to_json()),
+               "calibration_tokens": result.calib_tokens, "ffn_sparsity_mean": sum(sp) / len(sp),
+               "extra_bytes": result.extra_bytes, "original_bytes": result.original_bytes}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"wrote {result.output}: {recipe.method}, FFN sparsity on calibration text "
+              f"{summary['ffn_sparsity_mean']:.3f}, +{100 * result.extra_bytes / result.original_bytes:.1f}% "
+              f"size; see: ggufsparse inspect {result.output}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ggufsparse.inspection import describe, format_report
+
+    report = describe(Path(args.file))
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _reference_table(rows: list[dict]) -> str:
+    def pct(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    lines = ["| model | method | PPL | KL mean | KL p99 | top-1 | FFN sparsity | q sparsity | o sparsity |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r["sparsity"]
+        lines.append(f"| {r['name']} | {r['method'] or 'dense'} | {r['ppl']:.2f} | {r['kl_mean']:.4f} | "
+                     f"{r['kl_p99']:.3f} | {r['top1']:.4f} | {pct(s['ffn'])} | {pct(s['attn_q'])} | "
+                     f"{pct(s['attn_output'])} |")
+    return "\n".join(lines)
+
+
+def _cmd_reference(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ggufsparse import reference
+    from ggufsparse.convert import _tokenizer
+    from ggufsparse.models import resolve
+    from ggufsparse.paths import shared_data_dir
+    from ggufsparse.torch_model import load
+
+    files = [resolve(f) for f in args.files]
+    base = files[0]
+    digest = reference.original_tensors_digest(base)
+    for f in files[1:]:
+        if reference.original_tensors_digest(f) != digest:
+            raise UserError(f"{f}: its original tensors differ from {base}'s; compare files made from one model")
+    text = Path(args.text) if args.text else shared_data_dir() / "wikitext2" / "wiki.test.raw"
+    tokenize, bos = _tokenizer(base)
+    windows = reference.text_windows(text, tokenize, bos, args.ctx, args.chunks)
+    model = load(base)
+    configs = [reference.BakedThresholds.dense(model.n_layers)]
+    configs += [reference.BakedThresholds.read(f, model.n_layers) for f in files]
+    configs = [c for c in configs if c.method is not None or c is configs[0]]
+    first = args.ctx // 2 if args.score == "second-half" else 0
+    for results in reference.evaluate(model, configs, windows, first, progress=not args.quiet):
+        pass
+    rows = [q.row() for q in results]
+    table = _reference_table(rows)
+    meta = {"text": str(text), "ctx": args.ctx, "windows": len(windows), "score": args.score, "rows": rows}
+    if args.json:
+        Path(args.json).write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"reference (PyTorch), {text.name}: {len(windows)} windows of {args.ctx} tokens, scoring {args.score}")
+    print(table)
+    return 0
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a GGUF file, a known model's name, or 'default' (see `ggufsparse models`)")
     p.add_argument("-n", "--n-predict", type=int, default=256, help="most tokens to generate (default 256)")
@@ -88,8 +177,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes as one line and exit code 2, like every other user error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"ggufsparse: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ggufsparse",
         description="Activation and weight sparsity for GGUF models, run with a patched llama.cpp.")
     parser.add_argument("--version", action="version", version=f"ggufsparse {__version__}")
@@ -137,6 +233,62 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--system", default="You are a helpful assistant.", help="system message ('' for none)")
     p.set_defaults(func=_cmd_chat)
+
+    p = sub.add_parser(
+        "convert", help="calibrate sparsity thresholds and write them into a new GGUF",
+        description="Run calibration text through the model (dequantized, in PyTorch, one layer at a "
+        "time), compute the method's thresholds, and write OUTPUT: every tensor and key of the input "
+        "unchanged, plus thresholds, transposed weights and ggufsparse.* metadata. Methods: chess "
+        "(per-channel FFN thresholds, He et al. 2024) and cats (one FFN threshold per layer, Lee et al. "
+        "2024); --attn-sparsity adds CHESS's thresholds on the inputs of the attention q and output "
+        "projections. Flags override the fields of --recipe.")
+    p.add_argument("model", nargs="?", help="GGUF file (any quant type), Hugging Face folder, known model "
+                   "name or 'default'; optional with a --recipe that names one")
+    p.add_argument("-o", "--output", required=True, help="the GGUF to write")
+    p.add_argument("--recipe", help="a recipe in convert/ by name (e.g. smollm2-135m-chess) or a .toml file")
+    p.add_argument("--method", help="chess (default) or cats")
+    p.add_argument("--sparsity", type=float, help="FFN sparsity target in [0, 1) (default 0.5)")
+    p.add_argument("--attn-sparsity", type=float,
+                   help="sparsity of the attention q and output projection inputs in [0, 1) (default: dense)")
+    p.add_argument("--chess-norm", help="l2: m_i = E[up_i^2] as in the paper (default); l1: m_i = E|up_i|")
+    p.add_argument("--calib", help="calibration text, .txt or .jsonl with a \"text\" field, optionally .gz "
+                   "(default: the C4 sample in ../shared/data/c4)")
+    p.add_argument("--calib-tokens", type=int, help="calibration tokens (default 8192)")
+    p.add_argument("--calib-seq-len", type=int, help="tokens per calibration window (default 512)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="PyTorch dtype for calibration (default float32)")
+    p.add_argument("--outtype", default="f16", help="for a Hugging Face folder: convert_hf_to_gguf.py's "
+                   "--outtype (f32, f16, bf16, q8_0; default f16)")
+    p.add_argument("--quantize", help="for a Hugging Face folder: quantize with llama-quantize to this type "
+                   "(e.g. q4_0, q4_k_m) before calibrating")
+    p.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print a summary as JSON")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser(
+        "reference", help="quality of sparse GGUFs from the PyTorch reference forward",
+        description="Load the model once in PyTorch (dequantized), and for each FILE apply exactly its "
+        "baked thresholds (FFN channel i active iff |act(gate)_i| > theta_i; q / output projection inputs "
+        "kept iff |x| > t). Reports perplexity, KL divergence to the dense model, top-1 agreement and the "
+        "sparsity reached, on the same windows for every file. The oracle for the C++ runtime.")
+    p.add_argument("files", nargs="+", help="GGUF files converted from one model (a dense file adds only "
+                   "the dense row)")
+    p.add_argument("--text", help="evaluation text (default: ../shared/data/wikitext2/wiki.test.raw)")
+    p.add_argument("--ctx", type=int, default=512, help="tokens per window (default 512)")
+    p.add_argument("--chunks", type=int, default=24, help="windows to score, 0 for all (default 24)")
+    p.add_argument("--score", choices=("all", "second-half"), default="all",
+                   help="score every token (default) or the second half of each window as llama-perplexity")
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_reference)
+
+    p = sub.add_parser("inspect", help="show a GGUF's sparsity data",
+                       description="Method, recipe, calibration, per-layer sparsity measured on the "
+                       "calibration text, the extra tensors with types and sizes, and the file-size overhead.")
+    p.add_argument("file", help="a GGUF file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_inspect)
     return parser
 
 
@@ -147,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"ggufsparse: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`); not an error
+        return 0
     except KeyboardInterrupt:
         print("\nggufsparse: interrupted", file=sys.stderr)
         return 130

@@ -78,7 +78,10 @@ def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[
         raise UserError(f"{dst}: folder {dst.parent} does not exist")
     if not os.access(dst.parent, os.W_OK):
         raise UserError(f"{dst}: folder {dst.parent} is not writable")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    except OSError as exc:
+        raise UserError(f"{dst}: cannot write in {dst.parent} ({exc.strerror or exc})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -106,6 +109,9 @@ def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[
                 bar.update(t.data.nbytes)
         writer.close()
         tmp.replace(dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{dst}: cannot write ({exc.strerror or exc})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -21,6 +21,11 @@ class Keys:
     RECIPE = "ggufsparse.recipe"  # str, JSON of the recipe that made the file
     CALIB_SHA256 = "ggufsparse.calibration.sha256"  # str
     CALIB_TOKENS = "ggufsparse.calibration.tokens"  # u64
+    CALIB_FILE = "ggufsparse.calibration.file"  # str, the calibration file's name
+    # [f32] per layer: fraction of activations at or below threshold on the calibration text
+    CALIB_FFN_SPARSITY = "ggufsparse.calibration.ffn_sparsity"
+    CALIB_ATTN_Q_SPARSITY = "ggufsparse.calibration.attn_q_sparsity"
+    CALIB_ATTN_OUT_SPARSITY = "ggufsparse.calibration.attn_output_sparsity"
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,11 @@ ATTN_OUT_T = SparseTensor("attn_output_t", "weight", "attn_output.weight", True,
 SPARSE_TENSORS: tuple[SparseTensor, ...] = (
     FFN_GATE_THR, FFN_DOWN_T, ATTN_Q_THR, ATTN_Q_T, ATTN_OUT_THR, ATTN_OUT_T,
 )
+
+# ggufsparse.targets values
+TARGET_FFN = "ffn"
+TARGET_ATTN_Q = "attn_q"
+TARGET_ATTN_OUT = "attn_output"
 
 # threshold -> transposed weight: the runtime needs both or neither
 PAIRS: tuple[tuple[SparseTensor, SparseTensor], ...] = (

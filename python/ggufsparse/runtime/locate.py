@@ -39,3 +39,11 @@ def stock_bin_dir() -> Path:
     if not (bin_dir / "libllama.so").exists() and not (bin_dir / "libllama.dylib").exists():
         raise UserError(f"no stock llama.cpp build in {bin_dir}; run: ggufsparse build-runtime --stock")
     return bin_dir
+
+
+def vendored_llama_cpp() -> Path:
+    """The patched llama.cpp source tree of the active runtime (for convert_hf_to_gguf.py, gguf-py)."""
+    tree = Path(require_active().work) / "src" / "vendor" / "llama.cpp"
+    if not (tree / "convert_hf_to_gguf.py").is_file():
+        raise UserError(f"{tree}: llama.cpp sources are missing; run: ggufsparse build-runtime --force")
+    return tree

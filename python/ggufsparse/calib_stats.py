@@ -1,0 +1,147 @@
+"""Streaming calibration statistics: fixed-memory histograms and running sums, filled by hooks.
+
+Nothing here stores activations: memory depends on the layer's width, never on how many
+calibration tokens pass through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from typing_extensions import Self
+
+# Histogram range and resolution for |activation|: 10 decades at 128 bins a decade, so a bin
+# is 1.8% wide; below LO (exact zeros included) and above HI have a bin each.
+LO = 1e-6
+HI = 1e4
+BINS_PER_DECADE = 128
+N_LOG_BINS = 10 * BINS_PER_DECADE
+N_BINS = N_LOG_BINS + 2
+
+
+def bin_edges() -> np.ndarray:
+    """Lower edges of the log bins, and HI: N_LOG_BINS + 1 values."""
+    return LO * 10.0 ** (np.arange(N_LOG_BINS + 1) / BINS_PER_DECADE)
+
+
+class LogHistograms:
+    """One histogram of |v| per row (channel); `rows=1` for a tensor-wide histogram."""
+
+    def __init__(self, rows: int):
+        self.rows = rows
+        self.counts = torch.zeros(rows * N_BINS, dtype=torch.int64)
+
+    def add(self, values: torch.Tensor) -> None:
+        """values: (..., rows), or any shape when rows == 1."""
+        v = values.detach().reshape(-1, self.rows).abs().float()
+        pos = torch.log10(v.clamp_min(LO) / LO) * BINS_PER_DECADE
+        idx = (pos.floor().long() + 1).clamp_(1, N_LOG_BINS + 1)
+        idx = torch.where(v < LO, torch.zeros_like(idx), idx)
+        idx += torch.arange(self.rows, dtype=torch.int64) * N_BINS
+        self.counts += torch.bincount(idx.reshape(-1), minlength=self.rows * N_BINS)
+
+    def table(self) -> np.ndarray:
+        return self.counts.reshape(self.rows, N_BINS).numpy()
+
+
+class CDF:
+    """Per row, the fraction of values with |v| <= threshold (log-linear inside a bin)."""
+
+    def __init__(self, table: np.ndarray):
+        self.table = table
+        self.total = np.maximum(table.sum(axis=1), 1)
+        # below[:, j] = counts in bins < j
+        self.below = np.concatenate([np.zeros((table.shape[0], 1)), np.cumsum(table, axis=1)], axis=1)
+
+    def __call__(self, thresholds) -> np.ndarray:
+        return _cdf(self.table, self.below, self.total, thresholds)
+
+
+def cdf(table: np.ndarray, thresholds) -> np.ndarray:
+    return CDF(table)(thresholds)
+
+
+def _cdf(table: np.ndarray, below: np.ndarray, total: np.ndarray, thresholds) -> np.ndarray:
+    rows = table.shape[0]
+    t = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (rows,))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos = np.log10(np.maximum(t, LO) / LO) * BINS_PER_DECADE
+    pos = np.where(np.isfinite(pos), pos, N_LOG_BINS + 1)
+    j = np.clip(np.floor(pos).astype(np.int64) + 1, 1, N_LOG_BINS + 1)
+    frac = np.where(j <= N_LOG_BINS, pos - (j - 1), 1.0)
+    r = np.arange(rows)
+    counted = below[r, j] + table[r, j] * np.clip(frac, 0.0, 1.0)
+    counted = np.where(t < LO, table[:, 0], counted)  # zeros and denormal-small values
+    return counted / total
+
+
+def solve_log(fraction_at, target: float, lo: float = LO * 1e-3, hi: float = HI * 1e3,
+              iterations: int = 80) -> float:
+    """The x where the increasing function fraction_at(x) reaches target, by bisection on log x."""
+    a, b = np.log(lo), np.log(hi)
+    for _ in range(iterations):
+        mid = 0.5 * (a + b)
+        if fraction_at(np.exp(mid)) < target:
+            a = mid
+        else:
+            b = mid
+    return float(np.exp(b))
+
+
+@dataclass
+class FFNStats:
+    """Per FFN channel: histogram of |act(gate)|, and sums of up^2 and |up| (CHESS's m_i)."""
+
+    n_ff: int
+    gate_hist: LogHistograms = field(init=False)
+    up_sq_sum: torch.Tensor = field(init=False)
+    up_abs_sum: torch.Tensor = field(init=False)
+    tokens: int = 0
+
+    def __post_init__(self):
+        self.gate_hist = LogHistograms(self.n_ff)
+        self.up_sq_sum = torch.zeros(self.n_ff, dtype=torch.float64)
+        self.up_abs_sum = torch.zeros(self.n_ff, dtype=torch.float64)
+
+    def add_gate(self, a_gate: torch.Tensor) -> None:
+        self.gate_hist.add(a_gate)
+
+    def add_up(self, a_up: torch.Tensor) -> None:
+        flat = a_up.detach().reshape(-1, self.n_ff).double()
+        self.up_sq_sum += (flat * flat).sum(dim=0)
+        self.up_abs_sum += flat.abs().sum(dim=0)
+        self.tokens += flat.shape[0]
+
+
+@dataclass
+class LayerStats:
+    ffn: FFNStats
+    q_input: LogHistograms  # |x| at attn_q's input, tensor-wide
+    o_input: LogHistograms  # |x| at attn_output's input, tensor-wide
+
+
+class LayerTaps:
+    """Forward hooks on one decoder layer that feed a LayerStats; use as a context manager."""
+
+    def __init__(self, layer, stats: LayerStats):
+        self.layer, self.stats, self.handles = layer, stats, []
+
+    def __enter__(self) -> Self:
+        mlp, attn, s = self.layer.mlp, self.layer.self_attn, self.stats
+        self.handles = [
+            mlp.act_fn.register_forward_hook(lambda _m, _i, out: s.ffn.add_gate(out)),
+            mlp.up_proj.register_forward_hook(lambda _m, _i, out: s.ffn.add_up(out)),
+            attn.q_proj.register_forward_pre_hook(lambda _m, args: s.q_input.add(args[0])),
+            attn.o_proj.register_forward_pre_hook(lambda _m, args: s.o_input.add(args[0])),
+        ]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def new_layer_stats(layer) -> LayerStats:
+    return LayerStats(FFNStats(layer.mlp.up_proj.out_features), LogHistograms(1), LogHistograms(1))

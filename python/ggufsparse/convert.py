@@ -1,0 +1,177 @@
+"""`ggufsparse convert`: calibrate thresholds for a model and write them into a new GGUF.
+
+Glue only: the methods compute thresholds (methods/), calibrate.py runs the model,
+transpose.py makes the runtime's transposed weights and gguf_io.py writes the file.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ggufsparse import __version__, layout
+from ggufsparse.errors import UserError
+from ggufsparse.gguf_io import ExtraKey, ExtraTensor, open_reader, write_with_extras
+from ggufsparse.recipe import Recipe
+
+
+@dataclass
+class LayerResult:
+    ffn_theta: np.ndarray
+    ffn_sparsity: float
+    q_threshold: float | None = None
+    q_sparsity: float | None = None
+    o_threshold: float | None = None
+    o_sparsity: float | None = None
+
+
+@dataclass
+class ConvertResult:
+    output: Path
+    layers: list[LayerResult] = field(default_factory=list)
+    calib_tokens: int = 0
+    extra_bytes: int = 0
+    original_bytes: int = 0
+
+
+def check_output(out: Path, force: bool) -> None:
+    """Fail before any work if the output cannot be written."""
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give a file name")
+    if out.exists() and not force:
+        raise UserError(f"{out}: exists; pass --force to replace it")
+    if not out.parent.is_dir():
+        raise UserError(f"{out}: folder {out.parent} does not exist")
+    try:  # os.access says yes to root even on read-only file systems: try it
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
+
+
+def _check_input(reader, path: Path) -> None:
+    from ggufsparse.torch_model import check_supported, gguf_architecture
+
+    check_supported(gguf_architecture(reader), path)
+    if layout.Keys.FORMAT_VERSION in reader.fields:
+        raise UserError(f"{path}: already converted by ggufsparse "
+                        f"(method {reader.fields[layout.Keys.METHOD].contents()}); convert the original file")
+
+
+def _tokenizer(path: Path):
+    from ggufsparse import llm
+
+    vocab = llm.load(path, vocab_only=True)
+    bos = vocab.token_bos() if vocab._model.add_bos_token() else None
+    return (lambda text: vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False)), bos
+
+
+def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dtype: str):
+    """(per-layer results, calibration set)."""
+    from tqdm import tqdm
+
+    from ggufsparse import calib_text, calibrate
+    from ggufsparse.methods import attention, cats, chess
+    from ggufsparse.torch_model import GGUFTorchModel
+
+    tokenize, bos = _tokenizer(path)
+    calib = calib_text.load(calib_file, tokenize, bos, recipe.calib_tokens, recipe.calib_seq_len)
+    model = GGUFTorchModel(path, dtype)
+    results: list[LayerResult] = []
+
+    def on_layer(i: int, stats) -> None:
+        if recipe.method == "chess":
+            ffn = chess.ffn_thresholds(stats.ffn, recipe.sparsity, recipe.chess_norm)
+        else:
+            ffn = cats.ffn_thresholds(stats.ffn, recipe.sparsity)
+        result = LayerResult(ffn.theta, ffn.sparsity)
+        if recipe.attn_sparsity is not None:
+            result.q_threshold, result.q_sparsity = attention.input_threshold(stats.q_input, recipe.attn_sparsity)
+            result.o_threshold, result.o_sparsity = attention.input_threshold(stats.o_input, recipe.attn_sparsity)
+        results.append(result)
+
+    total = model.n_layers * len(calib.windows)
+    with tqdm(total=total, desc="calibrating", unit="win", disable=not progress) as bar:
+        calibrate.run_layers(model, calib.windows, on_layer, calibrate.Progress(bar.update))
+    return results, calib
+
+
+def _extras(reader, results: list[LayerResult], progress: bool) -> list[ExtraTensor]:
+    import gguf
+    from tqdm import tqdm
+
+    from ggufsparse.transpose import transposed
+
+    by_name = {t.name: t for t in reader.tensors}
+    out: list[ExtraTensor] = []
+    for i, r in enumerate(tqdm(results, desc="transposing", unit="layer", disable=not progress)):
+        pairs = [(layout.FFN_GATE_THR, layout.FFN_DOWN_T, r.ffn_theta)]
+        if r.q_threshold is not None:
+            pairs.append((layout.ATTN_Q_THR, layout.ATTN_Q_T, np.array([r.q_threshold], dtype=np.float32)))
+            pairs.append((layout.ATTN_OUT_THR, layout.ATTN_OUT_T, np.array([r.o_threshold], dtype=np.float32)))
+        for thr, weight_t, values in pairs:
+            source = by_name.get(f"blk.{i}.{weight_t.source}")
+            if source is None:
+                raise UserError(f"{reader.data.filename}: layer {i} has no {weight_t.source}")
+            data, qtype = transposed(source.data, source.tensor_type)
+            out.append(ExtraTensor(thr.name(i), values.astype(np.float32), gguf.GGMLQuantizationType.F32))
+            out.append(ExtraTensor(weight_t.name(i), data, qtype))
+    return out
+
+
+def _keys(recipe: Recipe, results: list[LayerResult], calib) -> list[ExtraKey]:
+    import gguf
+
+    V = gguf.GGUFValueType
+    targets = [layout.TARGET_FFN]
+    if recipe.attn_sparsity is not None:
+        targets += [layout.TARGET_ATTN_Q, layout.TARGET_ATTN_OUT]
+    keys = [
+        ExtraKey(layout.Keys.FORMAT_VERSION, layout.FORMAT_VERSION, V.UINT32),
+        ExtraKey(layout.Keys.TOOL_VERSION, __version__, V.STRING),
+        ExtraKey(layout.Keys.METHOD, recipe.method, V.STRING),
+        ExtraKey(layout.Keys.TARGETS, targets, V.ARRAY, V.STRING),
+        ExtraKey(layout.Keys.RECIPE, recipe.to_json(), V.STRING),
+        ExtraKey(layout.Keys.CALIB_FILE, calib.source, V.STRING),
+        ExtraKey(layout.Keys.CALIB_SHA256, calib.sha256, V.STRING),
+        ExtraKey(layout.Keys.CALIB_TOKENS, calib.n_tokens, V.UINT64),
+        ExtraKey(layout.Keys.CALIB_FFN_SPARSITY, [float(r.ffn_sparsity) for r in results], V.ARRAY, V.FLOAT32),
+    ]
+    if recipe.attn_sparsity is not None:
+        keys += [
+            ExtraKey(layout.Keys.CALIB_ATTN_Q_SPARSITY, [float(r.q_sparsity) for r in results], V.ARRAY, V.FLOAT32),
+            ExtraKey(layout.Keys.CALIB_ATTN_OUT_SPARSITY, [float(r.o_sparsity) for r in results],
+                     V.ARRAY, V.FLOAT32),
+        ]
+    return keys
+
+
+def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, progress: bool = True,
+            dtype: str = "float32", outtype: str = "f16", quantize: str | None = None) -> ConvertResult:
+    from ggufsparse.calib_text import default_calibration_file
+    from ggufsparse.hf_import import hf_to_gguf, is_hf_dir
+
+    recipe = recipe.validate()
+    out = Path(out)
+    check_output(out, force)
+    calib_file = Path(recipe.calib) if recipe.calib else default_calibration_file()
+    if not calib_file.is_file():
+        raise UserError(f"{calib_file}: calibration file not found")
+    model = Path(model)
+    with tempfile.TemporaryDirectory(prefix=".ggufsparse-", dir=out.parent) as scratch:
+        if is_hf_dir(model):
+            source = hf_to_gguf(model, Path(scratch) / "model.gguf", outtype, quantize)
+        elif model.is_dir():
+            raise UserError(f"{model}: a folder without config.json; give a GGUF file or a Hugging Face folder")
+        else:
+            source = model
+        reader = open_reader(source)
+        _check_input(reader, source)
+        results, calib = _calibrate(source, recipe, calib_file, progress, dtype)
+        extras = _extras(reader, results, progress)
+        write_with_extras(source, out, _keys(recipe, results, calib), extras, force=force, progress=progress)
+        original = sum(int(t.n_bytes) for t in reader.tensors)
+    return ConvertResult(out, results, calib.n_tokens, sum(t.data.nbytes for t in extras), original)

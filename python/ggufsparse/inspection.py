@@ -1,0 +1,101 @@
+"""What `ggufsparse inspect` reports about a GGUF: its method, recipe, per-layer calibration
+sparsity, and the extra tensors with their sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ggufsparse import layout
+from ggufsparse.gguf_io import open_reader
+
+_EXTRA_STEMS = tuple(f".{t.stem}" for t in layout.SPARSE_TENSORS)
+
+
+def _is_extra(name: str) -> bool:
+    return any(stem in name for stem in _EXTRA_STEMS)
+
+
+def describe(path: Path) -> dict:
+    reader = open_reader(path)
+    fields = reader.fields
+
+    def value(key: str):
+        f = fields.get(key)
+        return None if f is None else f.contents()
+
+    extras, original = [], 0
+    for t in reader.tensors:
+        if _is_extra(t.name):
+            extras.append({"name": t.name, "type": t.tensor_type.name, "shape": [int(n) for n in t.shape],
+                           "bytes": int(t.n_bytes)})
+        else:
+            original += int(t.n_bytes)
+    extra_bytes = sum(e["bytes"] for e in extras)
+    recipe = value(layout.Keys.RECIPE)
+    return {
+        "file": str(path),
+        "architecture": value("general.architecture"),
+        "name": value("general.name"),
+        "sparse": layout.Keys.FORMAT_VERSION in fields,
+        "format_version": value(layout.Keys.FORMAT_VERSION),
+        "tool_version": value(layout.Keys.TOOL_VERSION),
+        "method": value(layout.Keys.METHOD),
+        "targets": value(layout.Keys.TARGETS),
+        "recipe": json.loads(recipe) if recipe else None,
+        "calibration": {"file": value(layout.Keys.CALIB_FILE), "sha256": value(layout.Keys.CALIB_SHA256),
+                        "tokens": value(layout.Keys.CALIB_TOKENS)},
+        "calibration_sparsity": {
+            "ffn": value(layout.Keys.CALIB_FFN_SPARSITY),
+            "attn_q": value(layout.Keys.CALIB_ATTN_Q_SPARSITY),
+            "attn_output": value(layout.Keys.CALIB_ATTN_OUT_SPARSITY),
+        },
+        "extra_tensors": extras,
+        "original_bytes": original,
+        "extra_bytes": extra_bytes,
+        "overhead": extra_bytes / original if original else 0.0,
+    }
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def format_report(d: dict) -> str:
+    lines = [f"{d['file']}: {d['architecture']} ({d['name']})"]
+    if not d["sparse"]:
+        lines.append("  no ggufsparse data: a dense model")
+        return "\n".join(lines)
+    lines.append(f"  method: {d['method']}   targets: {', '.join(d['targets'])}   "
+                 f"format {d['format_version']}, written by ggufsparse {d['tool_version']}")
+    lines.append(f"  recipe: {json.dumps(d['recipe'], sort_keys=True)}")
+    c = d["calibration"]
+    lines.append(f"  calibration: {c['file']}, {c['tokens']} tokens, sha256 {c['sha256'][:16]}...")
+    sp = d["calibration_sparsity"]
+    lines.append("  sparsity on calibration text, per layer:")
+    header = "    layer   ffn" + ("   attn_q  attn_out" if sp["attn_q"] else "")
+    lines.append(header)
+    for i, f in enumerate(sp["ffn"] or []):
+        row = f"    {i:5d}  {f:.3f}"
+        if sp["attn_q"]:
+            row += f"   {sp['attn_q'][i]:.3f}   {sp['attn_output'][i]:.3f}"
+        lines.append(row)
+    if sp["ffn"]:
+        mean = sum(sp["ffn"]) / len(sp["ffn"])
+        row = f"     mean  {mean:.3f}"
+        if sp["attn_q"]:
+            row += (f"   {sum(sp['attn_q']) / len(sp['attn_q']):.3f}"
+                    f"   {sum(sp['attn_output']) / len(sp['attn_output']):.3f}")
+        lines.append(row)
+    by_kind: dict[str, list] = {}
+    for e in d["extra_tensors"]:
+        by_kind.setdefault(e["name"].split(".", 2)[2], []).append(e)
+    lines.append(f"  extra tensors: {len(d['extra_tensors'])}")
+    for kind, items in by_kind.items():
+        types = sorted({e["type"] for e in items})
+        shape = "x".join(str(n) for n in items[0]["shape"])
+        lines.append(f"    blk.*.{kind:24s} {len(items):3d} x {{{shape}}} {'/'.join(types):6s} "
+                     f"{_mib(sum(e['bytes'] for e in items))}")
+    lines.append(f"  size: original tensors {_mib(d['original_bytes'])}, extra {_mib(d['extra_bytes'])} "
+                 f"(+{100 * d['overhead']:.1f}%)")
+    return "\n".join(lines)

@@ -1,0 +1,24 @@
+"""Sparsity methods: each turns calibration statistics into thresholds, nothing else.
+
+Every FFN method is one function `ffn_thresholds(stats, sparsity) -> Thresholds`; the
+selective attention thresholds of CHESS are `attention.input_threshold`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# A channel that never fires on calibration data gets this threshold: never active.
+NEVER = np.float32(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    theta: np.ndarray  # float32, one per FFN channel: channel i is active iff |act(gate)_i| > theta_i
+    sparsity: float  # fraction of channel activations at or below theta on the calibration tokens
+
+
+FFN_METHODS = ("chess", "cats")
+CHESS_NORMS = ("l2", "l1")

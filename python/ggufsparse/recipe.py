@@ -1,0 +1,86 @@
+"""A conversion recipe: the fields of `ggufsparse convert`, loadable from a TOML file in convert/.
+
+The CLI flags are the same fields; a flag given on the command line overrides the recipe. The
+recipe that made a file is written into it (`ggufsparse.recipe`) as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import tomllib
+
+from ggufsparse.errors import UserError
+from ggufsparse.methods import CHESS_NORMS, FFN_METHODS
+from ggufsparse.paths import RECIPES_DIR
+
+
+@dataclass(frozen=True)
+class Recipe:
+    method: str = "chess"
+    sparsity: float = 0.5  # FFN: fraction of channel activations below threshold on calibration text
+    attn_sparsity: float | None = None  # CHESS selective: q and output projection inputs; None = dense
+    chess_norm: str = "l2"
+    calib: str | None = None  # file; None = the C4 sample
+    calib_tokens: int = 8192
+    calib_seq_len: int = 512
+
+    def validate(self) -> Recipe:
+        if self.method not in FFN_METHODS:
+            raise UserError(f"--method {self.method}: unknown; choose one of {', '.join(FFN_METHODS)}")
+        for name, value in (("--sparsity", self.sparsity), ("--attn-sparsity", self.attn_sparsity)):
+            if value is not None and not 0.0 <= value < 1.0:
+                raise UserError(f"{name} {value}: must be in [0, 1)")
+        if self.chess_norm not in CHESS_NORMS:
+            raise UserError(f"--chess-norm {self.chess_norm}: choose one of {', '.join(CHESS_NORMS)}")
+        if self.calib_seq_len < 2:
+            raise UserError(f"--calib-seq-len {self.calib_seq_len}: must be at least 2")
+        if self.calib_tokens < self.calib_seq_len:
+            raise UserError(f"--calib-tokens {self.calib_tokens}: must be at least one sequence "
+                            f"(--calib-seq-len {self.calib_seq_len})")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def override(self, **given) -> Recipe:
+        """This recipe with the fields that are not None in `given` replaced."""
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
+
+
+def recipe_path(name_or_file: str) -> Path:
+    path = Path(name_or_file)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UserError(f"{path}: recipe file not found")
+        return path
+    candidate = RECIPES_DIR / f"{name_or_file}.toml"
+    if not candidate.is_file():
+        known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.toml")))
+        raise UserError(f"recipe '{name_or_file}' not found; known: {known or 'none'} (or pass a .toml file)")
+    return candidate
+
+
+def load_recipe(name_or_file: str) -> tuple[Recipe, str | None]:
+    """(recipe, the model it names or None) from convert/NAME.toml or a TOML file."""
+    path = recipe_path(name_or_file)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a valid TOML recipe ({exc})") from None
+    model = data.pop("model", None)
+    data.pop("description", None)
+    known = {f.name for f in fields(Recipe)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"{path}: unknown recipe field '{unknown[0]}'; fields: {', '.join(sorted(known))}")
+    for f in fields(Recipe):
+        if f.name in data and not isinstance(data[f.name], _FIELD_TYPES[f.name]):
+            raise UserError(f"{path}: field '{f.name}' = {data[f.name]!r} has the wrong type")
+    return Recipe(**data), model
+
+
+_FIELD_TYPES = {"method": str, "sparsity": (int, float), "attn_sparsity": (int, float), "chess_norm": str,
+                "calib": str, "calib_tokens": int, "calib_seq_len": int}

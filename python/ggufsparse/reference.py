@@ -1,0 +1,197 @@
+"""The PyTorch reference of the sparse forward: the oracle the C++ runtime is checked against.
+
+It applies exactly the thresholds baked into a GGUF to the dequantized model, with the runtime's
+semantics: FFN channel i is active iff |act(gate)_i| > theta_i (inactive channels contribute
+nothing to up * act and down); an input entry of the q / output projection is kept iff |x| > t.
+Quality is measured against the same model without thresholds, on the same token windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from typing_extensions import Self
+
+from ggufsparse import layout
+from ggufsparse.errors import UserError
+from ggufsparse.gguf_io import open_reader
+
+
+@dataclass
+class BakedThresholds:
+    """The thresholds a GGUF carries, per layer; None where the layer is dense."""
+
+    name: str
+    method: str | None
+    ffn: list[np.ndarray | None]
+    attn_q: list[float | None]
+    attn_out: list[float | None]
+
+    @classmethod
+    def read(cls, path: Path, n_layers: int) -> BakedThresholds:
+        reader = open_reader(path)
+        tensors = {t.name: t for t in reader.tensors}
+
+        def get(spec: layout.SparseTensor, i: int):
+            t = tensors.get(spec.name(i))
+            return None if t is None else np.array(t.data, dtype=np.float32).reshape(-1)
+
+        method = reader.fields.get(layout.Keys.METHOD)
+        ffn = [get(layout.FFN_GATE_THR, i) for i in range(n_layers)]
+        q = [get(layout.ATTN_Q_THR, i) for i in range(n_layers)]
+        o = [get(layout.ATTN_OUT_THR, i) for i in range(n_layers)]
+        return cls(Path(path).name, method.contents() if method else None, ffn,
+                   [None if v is None else float(v[0]) for v in q], [None if v is None else float(v[0]) for v in o])
+
+    @classmethod
+    def dense(cls, n_layers: int) -> BakedThresholds:
+        return cls("dense", None, [None] * n_layers, [None] * n_layers, [None] * n_layers)
+
+
+def original_tensors_digest(path: Path) -> str:
+    """sha256 over the names, types and bytes of a file's non-ggufsparse tensors."""
+    stems = tuple(f".{t.stem}" for t in layout.SPARSE_TENSORS)
+    h = hashlib.sha256()
+    for t in open_reader(path).tensors:
+        if any(s in t.name for s in stems):
+            continue
+        h.update(t.name.encode())
+        h.update(int(t.tensor_type).to_bytes(4, "little"))
+        h.update(np.ascontiguousarray(t.data).view(np.uint8).tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Counters:
+    """Zeroed and total activations at each sparse site, over a run."""
+
+    zero: dict[str, int] = field(default_factory=lambda: {"ffn": 0, "attn_q": 0, "attn_output": 0})
+    total: dict[str, int] = field(default_factory=lambda: {"ffn": 0, "attn_q": 0, "attn_output": 0})
+
+    def add(self, site: str, keep: torch.Tensor) -> None:
+        self.zero[site] += int((~keep).sum())
+        self.total[site] += keep.numel()
+
+    def sparsity(self, site: str) -> float | None:
+        return self.zero[site] / self.total[site] if self.total[site] else None
+
+
+class SparseForward:
+    """Hooks that apply BakedThresholds to a loaded model; use as a context manager."""
+
+    def __init__(self, layers: list, thresholds: BakedThresholds, counters: Counters):
+        self.layers, self.t, self.counters, self.handles = layers, thresholds, counters, []
+
+    def _ffn_hook(self, theta: torch.Tensor):
+        def hook(_module, _inputs, out):
+            keep = out.abs() > theta
+            self.counters.add("ffn", keep)
+            return torch.where(keep, out, torch.zeros_like(out))
+        return hook
+
+    def _input_hook(self, site: str, t: float):
+        def hook(_module, args):
+            x = args[0]
+            keep = x.abs() > t
+            self.counters.add(site, keep)
+            return (torch.where(keep, x, torch.zeros_like(x)), *args[1:])
+        return hook
+
+    def __enter__(self) -> Self:
+        for i, layer in enumerate(self.layers):
+            theta = self.t.ffn[i]
+            if theta is not None:
+                th = torch.from_numpy(theta).to(layer.mlp.up_proj.weight.dtype)
+                self.handles.append(layer.mlp.act_fn.register_forward_hook(self._ffn_hook(th)))
+            if self.t.attn_q[i] is not None:
+                self.handles.append(layer.self_attn.q_proj.register_forward_pre_hook(
+                    self._input_hook("attn_q", self.t.attn_q[i])))
+            if self.t.attn_out[i] is not None:
+                self.handles.append(layer.self_attn.o_proj.register_forward_pre_hook(
+                    self._input_hook("attn_output", self.t.attn_out[i])))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def text_windows(path: Path, tokenize, bos: int | None, ctx: int, chunks: int | None) -> np.ndarray:
+    """Non-overlapping windows of ctx tokens over the whole text, as llama-perplexity cuts them:
+    the file tokenized once (with BOS), window k = tokens[k*ctx:(k+1)*ctx], its first token
+    replaced by BOS."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: text file not found")
+    tokens = tokenize(Path(path).read_text(encoding="utf-8"))
+    if bos is not None:
+        tokens = [bos, *tokens]
+    n = len(tokens) // ctx
+    if n == 0:
+        raise UserError(f"{path}: {len(tokens)} tokens, fewer than one window of {ctx}")
+    n = min(n, chunks) if chunks else n
+    windows = np.asarray(tokens[: n * ctx], dtype=np.int64).reshape(n, ctx)
+    if bos is not None:
+        windows[:, 0] = bos
+    return windows
+
+
+@dataclass
+class Quality:
+    name: str
+    method: str | None
+    nll_sum: float = 0.0
+    kl_sum: float = 0.0
+    kl_values: list[float] = field(default_factory=list)
+    top1_same: int = 0
+    n: int = 0
+    counters: Counters = field(default_factory=Counters)
+
+    def row(self) -> dict:
+        kl = np.concatenate(self.kl_values) if self.kl_values else np.zeros(1)
+        return {
+            "name": self.name, "method": self.method, "tokens": self.n,
+            "ppl": float(np.exp(self.nll_sum / self.n)),
+            "kl_mean": self.kl_sum / self.n, "kl_p99": float(np.percentile(kl, 99)),
+            "top1": self.top1_same / self.n,
+            "sparsity": {s: self.counters.sparsity(s) for s in ("ffn", "attn_q", "attn_output")},
+        }
+
+
+def _scores(logits: torch.Tensor, targets: torch.Tensor, first: int):
+    logp = torch.log_softmax(logits[0, first:-1].double(), dim=-1)
+    return logp, targets[first + 1:]
+
+
+def evaluate(model, configs: list[BakedThresholds], windows: np.ndarray, first: int = 0,
+             progress: bool = True) -> Iterator[list[Quality]]:
+    """Quality of each config against the dense model (configs[0] should be dense).
+
+    Scores the prediction of every token after position `first` in each window (first=0: every
+    token; ctx // 2: llama-perplexity's second half). Yields the running results per window.
+    """
+    from tqdm import tqdm
+
+    results = [Quality(c.name, c.method) for c in configs]
+    layers = model.layers
+    for row in tqdm(windows, desc="scoring", unit="win", disable=not progress):
+        ids = torch.from_numpy(row[None, :])
+        targets = ids[0]
+        dense_logp = None
+        for config, q in zip(configs, results):
+            with SparseForward(layers, config, q.counters), torch.inference_mode():
+                logits = model.model(input_ids=ids, use_cache=False).logits
+            logp, tgt = _scores(logits, targets, first)
+            if dense_logp is None:
+                dense_logp = logp
+            q.nll_sum += float(-logp.gather(1, tgt[:, None]).sum())
+            kl = (dense_logp.exp() * (dense_logp - logp)).sum(dim=-1)
+            q.kl_sum += float(kl.sum())
+            q.kl_values.append(kl.numpy())
+            q.top1_same += int((logp.argmax(-1) == dense_logp.argmax(-1)).sum())
+            q.n += int(tgt.numel())
+        yield results

@@ -1,0 +1,146 @@
+"""A PyTorch (transformers) model from a GGUF file, for calibration and the reference forward.
+
+The model is built on the meta device and its weights are dequantized with gguf-py one tensor
+at a time, straight into the model's dtype. Calibration loads one decoder layer at a time
+(`load_layer` / `unload_layer`), so its memory is one layer plus the embeddings whatever the
+depth; the reference loads everything (`load_all`). Name mapping and the per-architecture
+weight fixes (q/k un-permutation, Gemma's norm offset) are transformers' own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ggufsparse.errors import UserError
+
+# llama.cpp architecture names the converter supports
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
+
+_BLOCK = re.compile(r"^blk\.(\d+)\.")
+
+
+def gguf_architecture(reader) -> str:
+    field = reader.fields.get("general.architecture")
+    if field is None:
+        raise UserError(f"{reader.data.filename}: no general.architecture key; not a model GGUF")
+    return field.contents()
+
+
+def check_supported(arch: str, path: Path) -> None:
+    if arch not in SUPPORTED_ARCHS:
+        raise UserError(f"{path}: architecture '{arch}' is not supported; supported: {', '.join(SUPPORTED_ARCHS)}")
+
+
+class _TopLevelOnly:
+    """The model as transformers' name mapping sees it, minus the walk into every submodule.
+
+    The top level's state dict already names every weight for the supported architectures;
+    the recursive walk builds a name table per module and costs seconds.
+    """
+
+    def __init__(self, model):
+        self.config = model.config
+        self._model = model
+
+    def state_dict(self):
+        return self._model.state_dict()
+
+    def named_children(self):
+        return iter(())
+
+
+class GGUFTorchModel:
+    """A transformers causal LM whose weights come from a GGUF file on demand."""
+
+    def __init__(self, path: Path, dtype: str = "float32"):
+        import torch
+        from accelerate import init_empty_weights
+        from transformers import CONFIG_MAPPING, AutoModelForCausalLM
+        from transformers.modeling_gguf_pytorch_utils import (
+            TENSOR_PROCESSORS,
+            TensorProcessor,
+            get_gguf_hf_weights_map,
+            load_gguf_checkpoint,
+        )
+
+        from ggufsparse.gguf_io import open_reader
+
+        self.path = Path(path)
+        self.reader = open_reader(self.path)
+        self.arch = gguf_architecture(self.reader)
+        check_supported(self.arch, self.path)
+        self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._parsed = load_gguf_checkpoint(str(self.path), return_tensors=False)
+            # what AutoConfig.from_pretrained(gguf_file=...) does, without parsing the file again
+            config_dict = dict(self._parsed["config"])
+            self.config = CONFIG_MAPPING[config_dict["model_type"]].from_dict(config_dict)
+        except (ValueError, KeyError, OSError) as exc:
+            raise UserError(f"{self.path}: transformers cannot read this model's configuration ({exc})") from None
+        with init_empty_weights(include_buffers=False):
+            self.model = AutoModelForCausalLM.from_config(self.config, dtype=self.dtype)
+        self.model.eval()
+        self._processor = TENSOR_PROCESSORS.get(self.arch, TensorProcessor)(config=self._parsed["config"])
+        self._key_map = get_gguf_hf_weights_map(_TopLevelOnly(self.model), self._processor)
+        self._by_block: dict[int | None, list] = {}
+        for tensor in self.reader.tensors:
+            if tensor.name not in self._key_map:
+                continue  # ggufsparse's extra tensors, rope tables the model computes itself, ...
+            m = _BLOCK.match(tensor.name)
+            self._by_block.setdefault(int(m.group(1)) if m else None, []).append(tensor)
+
+    @property
+    def n_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    @property
+    def layers(self) -> list:
+        return list(self.model.model.layers)
+
+    def _load(self, tensors: list) -> None:
+        import torch
+        from accelerate.utils import set_module_tensor_to_device
+        from gguf import dequantize
+
+        for tensor in tensors:
+            weights = dequantize(tensor.data, tensor.tensor_type)
+            weights = self._processor.process(weights=weights, name=tensor.name, tensor_key_mapping=self._key_map,
+                                              parsed_parameters=self._parsed).weights
+            value = torch.from_numpy(np.array(weights, dtype=np.float32, copy=True)).to(self.dtype)
+            set_module_tensor_to_device(self.model, self._key_map[tensor.name], "cpu", value=value)
+
+    def load_globals(self) -> None:
+        """Embeddings, final norm and output head (tied to the embeddings when the model says so)."""
+        self._load(self._by_block.get(None, []))
+        if getattr(self.config, "tie_word_embeddings", False):
+            self.model.tie_weights()
+
+    def load_layer(self, i: int) -> None:
+        self._load(self._by_block.get(i, []))
+        meta = [n for n, p in self.layers[i].named_parameters() if p.device.type == "meta"]
+        if meta:
+            raise UserError(f"{self.path}: no GGUF tensor for layer {i}'s {meta[0]}")
+
+    def unload_layer(self, i: int) -> None:
+        self.layers[i].to("meta")
+
+    def load_all(self) -> None:
+        self.load_globals()
+        for i in range(self.n_layers):
+            self.load_layer(i)
+        meta = [n for n, p in self.model.named_parameters() if p.device.type == "meta"]
+        if meta:
+            raise UserError(f"{self.path}: no GGUF tensor for {meta[0]} (and {len(meta) - 1} more)")
+
+
+def load(path: Path, dtype: str = "float32") -> GGUFTorchModel:
+    """The whole model, ready for a forward pass."""
+    model = GGUFTorchModel(path, dtype)
+    model.load_all()
+    return model

@@ -1,0 +1,223 @@
+"""`ggufsparse convert` on the real default model: output contract, determinism, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import gguf
+import logits_of
+import numpy as np
+import pytest
+from ggufsparse import layout
+
+pytestmark = [pytest.mark.runtime, pytest.mark.model]
+
+# small calibration so the suite stays quick; the method is the same at any size
+SMALL = ["--calib-tokens", "2048", "--calib-seq-len", "256", "-q"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ggufsparse", *args], capture_output=True, text=True, check=False)
+
+
+def convert(model: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    proc = run("convert", str(model), "-o", str(out), "--method", "chess", "--sparsity", "0.5",
+               "--attn-sparsity", "0.5", *SMALL, *extra)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def converted(default_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("convert") / "chess.gguf"
+    convert(default_model, out)
+    return out
+
+
+def test_every_original_tensor_and_key_is_kept_byte_identical(default_model, converted):
+    src, dst = gguf.GGUFReader(default_model), gguf.GGUFReader(converted)
+    out_tensors = {t.name: t for t in dst.tensors}
+    for t in src.tensors:
+        o = out_tensors.pop(t.name)
+        assert o.tensor_type == t.tensor_type and list(o.shape) == list(t.shape), t.name
+        assert np.array_equal(np.asarray(o.data).view(np.uint8), np.asarray(t.data).view(np.uint8)), t.name
+    for name, field in src.fields.items():
+        if name.startswith("GGUF."):
+            continue
+        assert dst.fields[name].contents() == field.contents(), name
+    # what remains are the ggufsparse tensors: thresholds and transposed weights for each layer
+    n_layers = src.fields["llama.block_count"].contents()
+    expected = {spec.name(i) for spec in layout.SPARSE_TENSORS for i in range(n_layers)}
+    assert set(out_tensors) == expected
+
+
+def test_extra_tensors_have_the_runtime_shapes(default_model, converted):
+    dst = {t.name: t for t in gguf.GGUFReader(converted).tensors}
+    down, thr, down_t = dst["blk.3.ffn_down.weight"], dst["blk.3.ffn_gate_thr"], dst["blk.3.ffn_down_t.weight"]
+    n_embd, n_ff = down.shape[1], down.shape[0]  # ggml order: down is {n_ff, n_embd}
+    assert list(thr.shape) == [n_ff] and thr.tensor_type == gguf.GGMLQuantizationType.F32
+    assert list(down_t.shape) == [n_embd, n_ff]
+    # the transposed copy holds the same matrix (requantised: close, not equal)
+    dense = gguf.dequantize(down.data, down.tensor_type)
+    back = gguf.dequantize(down_t.data, down_t.tensor_type)
+    assert back.shape == dense.T.shape
+    assert np.abs(back - dense.T).max() < 0.05 * np.abs(dense).max()
+    assert np.corrcoef(back.ravel(), dense.T.ravel())[0, 1] > 0.99
+
+
+def test_metadata_says_how_the_file_was_made(converted):
+    fields = gguf.GGUFReader(converted).fields
+    assert fields[layout.Keys.METHOD].contents() == "chess"
+    assert fields[layout.Keys.FORMAT_VERSION].contents() == layout.FORMAT_VERSION
+    assert fields[layout.Keys.TARGETS].contents() == ["ffn", "attn_q", "attn_output"]
+    recipe = json.loads(fields[layout.Keys.RECIPE].contents())
+    assert recipe["sparsity"] == 0.5 and recipe["attn_sparsity"] == 0.5 and recipe["calib_tokens"] == 2048
+    assert fields[layout.Keys.CALIB_TOKENS].contents() == 2048
+    c4 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "c4" / "c4_sample.jsonl"
+    assert fields[layout.Keys.CALIB_SHA256].contents() == sha256(c4)
+    ffn = fields[layout.Keys.CALIB_FFN_SPARSITY].contents()
+    assert len(ffn) == fields["llama.block_count"].contents()
+    assert all(abs(s - 0.5) < 0.01 for s in ffn)
+
+
+def test_same_command_gives_a_byte_identical_file(default_model, converted, tmp_path):
+    again = tmp_path / "again.gguf"
+    convert(default_model, again)
+    assert sha256(again) == sha256(converted)
+
+
+def test_input_is_not_touched_and_output_needs_force(default_model, converted, tmp_path):
+    before = sha256(default_model)
+    out = tmp_path / "x.gguf"
+    shutil.copy(converted, out)
+    proc = run("convert", str(default_model), "-o", str(out), *SMALL)
+    assert proc.returncode == 2 and "--force" in proc.stderr
+    assert sha256(out) == sha256(converted)
+    assert sha256(default_model) == before
+
+
+def test_converted_file_runs_in_the_patched_runtime(default_model, converted, tmp_path):
+    # no sparse ops in the graph yet: the file must load and compute exactly what the original does
+    dense = logits_of.in_subprocess(default_model, tmp_path / "dense.npy")
+    sparse = logits_of.in_subprocess(converted, tmp_path / "sparse.npy")
+    np.testing.assert_array_equal(dense, sparse)
+
+
+def test_inspect_lists_method_layers_tensors_and_overhead(converted):
+    proc = run("inspect", str(converted))
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "method: chess" in text and "ffn_down_t.weight" in text and "attn_q_thr" in text
+    assert "extra tensors: 180" in text
+    report = json.loads(run("inspect", str(converted), "--json").stdout)
+    assert len(report["calibration_sparsity"]["ffn"]) == 30
+    assert len(report["extra_tensors"]) == 180
+    assert report["extra_bytes"] == sum(e["bytes"] for e in report["extra_tensors"])
+    assert report["original_bytes"] + report["extra_bytes"] < converted.stat().st_size
+    assert 0.05 < report["overhead"] < 0.6
+
+
+def test_recipe_file_and_flags(default_model, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('method = "cats"\nsparsity = 0.3\ncalib_tokens = 512\ncalib_seq_len = 256\n')
+    out = tmp_path / "r.gguf"
+    proc = run("convert", str(default_model), "-o", str(out), "--recipe", str(recipe), "--sparsity", "0.4", "-q")
+    assert proc.returncode == 0, proc.stderr
+    fields = gguf.GGUFReader(out).fields
+    made = json.loads(fields[layout.Keys.RECIPE].contents())
+    assert made["method"] == "cats" and made["sparsity"] == 0.4 and made["attn_sparsity"] is None
+    assert fields[layout.Keys.TARGETS].contents() == ["ffn"]
+    thr = {t.name: t for t in gguf.GGUFReader(out).tensors}["blk.0.ffn_gate_thr"]
+    assert len(set(np.asarray(thr.data).tolist())) == 1  # CATS: one threshold per layer
+
+
+# ---- bad input: one line on stderr, exit code 2, nothing left behind ----
+
+def _fails_cleanly(proc: subprocess.CompletedProcess, folder: Path, before: set, needle: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ggufsparse: error:"), proc.stderr
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+    assert set(folder.iterdir()) == before, "partial output left behind"
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.0", "1.5", "abc"])
+def test_sparsity_outside_range(default_model, tmp_path, value):
+    for flag in ("--sparsity", "--attn-sparsity"):
+        proc = run("convert", str(default_model), "-o", str(tmp_path / "o.gguf"), flag, value, *SMALL)
+        _fails_cleanly(proc, tmp_path, set(), flag)
+
+
+def test_missing_calibration_file(default_model, tmp_path):
+    proc = run("convert", str(default_model), "-o", str(tmp_path / "o.gguf"), "--calib",
+               str(tmp_path / "nope.txt"), *SMALL)
+    _fails_cleanly(proc, tmp_path, set(), "nope.txt")
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_empty_calibration_file(default_model, tmp_path, content):
+    calib = tmp_path / "empty.txt"
+    calib.write_text(content)
+    proc = run("convert", str(default_model), "-o", str(tmp_path / "o.gguf"), "--calib", str(calib), *SMALL)
+    _fails_cleanly(proc, tmp_path, {calib}, "no text")
+
+
+def test_calibration_shorter_than_one_sequence(default_model, tmp_path):
+    calib = tmp_path / "short.jsonl"
+    calib.write_text(json.dumps({"text": "Only a few words of calibration text."}) + "\n")
+    proc = run("convert", str(default_model), "-o", str(tmp_path / "o.gguf"), "--calib", str(calib), *SMALL)
+    _fails_cleanly(proc, tmp_path, {calib}, "shorter than one sequence")
+
+
+def test_malformed_jsonl_calibration(default_model, tmp_path):
+    calib = tmp_path / "bad.jsonl"
+    calib.write_text('{"text": "fine"}\nnot json\n')
+    proc = run("convert", str(default_model), "-o", str(tmp_path / "o.gguf"), "--calib", str(calib), *SMALL)
+    _fails_cleanly(proc, tmp_path, {calib}, "bad.jsonl:2")
+
+
+def test_unknown_architecture(tmp_path):
+    model = tmp_path / "mamba.gguf"
+    w = gguf.GGUFWriter(model, arch="mamba")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    proc = run("convert", str(model), "-o", str(tmp_path / "o.gguf"), *SMALL)
+    _fails_cleanly(proc, tmp_path, {model}, "architecture 'mamba' is not supported; supported: llama, qwen2")
+
+
+@pytest.mark.parametrize("where", ["missing-folder", "read-only", "is-a-folder"])
+def test_unwritable_output(default_model, tmp_path, where):
+    out = {"missing-folder": tmp_path / "no" / "such" / "o.gguf",
+           "read-only": Path("/proc/ggufsparse-o.gguf"),
+           "is-a-folder": tmp_path}[where]
+    proc = run("convert", str(default_model), "-o", str(out), *SMALL)
+    _fails_cleanly(proc, tmp_path, set(), str(out))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
+def test_corrupt_gguf(default_model, tmp_path, damage):
+    bad = tmp_path / "bad.gguf"
+    data = default_model.read_bytes()
+    bad.write_bytes({"truncated": data[: len(data) // 2],
+                     "random": np.random.default_rng(1).bytes(4096),
+                     "empty": b""}[damage])
+    proc = run("convert", str(bad), "-o", str(tmp_path / "o.gguf"), *SMALL)
+    _fails_cleanly(proc, tmp_path, {bad}, str(bad))
+
+
+def test_already_converted_input_is_refused(converted, tmp_path):
+    proc = run("convert", str(converted), "-o", str(tmp_path / "o.gguf"), *SMALL)
+    _fails_cleanly(proc, tmp_path, set(), "already converted")
