@@ -221,3 +221,45 @@ def test_corrupt_gguf(default_model, tmp_path, damage):
 def test_already_converted_input_is_refused(converted, tmp_path):
     proc = run("convert", str(converted), "-o", str(tmp_path / "o.gguf"), *SMALL)
     _fails_cleanly(proc, tmp_path, set(), "already converted")
+
+
+# ---- a Hugging Face folder as input ----
+
+@pytest.fixture(scope="module")
+def hf_folder(default_model, tmp_path_factory):
+    """A safetensors checkpoint written by transformers from the default model's weights."""
+    import torch
+    from ggufsparse import torch_model
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("hf") / "smollm2"
+    model = torch_model.load(default_model).model.to(torch.float16)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(default_model.parent, gguf_file=default_model.name).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("quantize", [None, "q4_0"])
+def test_hugging_face_folder_converts(hf_folder, tmp_path, quantize):
+    out = tmp_path / "hf.gguf"
+    extra = ["--quantize", quantize] if quantize else []
+    proc = run("convert", str(hf_folder), "-o", str(out), "--outtype", "f16", *extra, "--calib-tokens", "512",
+               "--calib-seq-len", "256", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf.gguf"]  # no intermediate left
+    tensors = {t.name: t for t in gguf.GGUFReader(out).tensors}
+    want = gguf.GGMLQuantizationType.Q4_0 if quantize else gguf.GGMLQuantizationType.F16
+    assert tensors["blk.0.ffn_down.weight"].tensor_type == want
+    down, down_t = tensors["blk.5.ffn_down.weight"], tensors["blk.5.ffn_down_t.weight"]
+    assert down_t.tensor_type == want
+    if not quantize:  # a float copy is an exact transpose
+        assert np.array_equal(np.asarray(down_t.data), np.asarray(down.data).T)
+    proc = run("generate", str(out), "-p", "The capital of France is", "-n", "8", "--temp", "0")
+    assert proc.returncode == 0 and len(proc.stdout) > len("The capital of France is"), proc.stderr
+
+
+def test_folder_without_config_is_refused(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    proc = run("convert", str(folder), "-o", str(tmp_path / "o.gguf"), *SMALL)
+    _fails_cleanly(proc, tmp_path, {folder}, "config.json")

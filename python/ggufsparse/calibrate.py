@@ -69,7 +69,7 @@ def run_layers(tm: GGUFTorchModel, windows: np.ndarray,
                on_layer: Callable[[int, LayerStats], None], progress: Progress | None = None) -> None:
     """Calls on_layer(i, stats) for each decoder layer with the statistics of its calibration pass."""
     progress = progress or Progress()
-    tm.load_globals()
+    tm.load_globals(head=False)
     hidden, kwargs = _layer_inputs(tm, windows)
     for i in range(tm.n_layers):
         tm.load_layer(i)

@@ -169,6 +169,19 @@ def _cmd_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ggufsparse.convert import check_output
+    from ggufsparse.synth import write_synthetic
+
+    out = Path(args.output)
+    check_output(out, args.force)
+    write_synthetic(out, args.shape, args.type, args.layers, progress=not args.quiet)
+    print(f"wrote {out} (synthetic: random weights; label any figure from it as synthetic)")
+    return 0
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a GGUF file, a known model's name, or 'default' (see `ggufsparse models`)")
     p.add_argument("-n", "--n-predict", type=int, default=256, help="most tokens to generate (default 256)")
@@ -282,6 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_reference)
+
+    p = sub.add_parser(
+        "synth", help="write a synthetic model with real layer shapes and random weights",
+        description="A llama-architecture GGUF with the layer shapes of a real model (e.g. llama2-7b), "
+        "random weights in the chosen ggml type and the default model's tokenizer, for speed and memory "
+        "measurements at sizes no model here has. Figures from it are synthetic.")
+    p.add_argument("--shape", default="llama2-7b", help="llama2-7b (default), llama2-13b, llama3-8b, smollm2-135m")
+    p.add_argument("--type", default="q4_0", help="weight type: f32, f16, bf16, q8_0, q4_0, q4_k, ... (default q4_0)")
+    p.add_argument("--layers", type=int, help="number of layers (default: the real model's)")
+    p.add_argument("-o", "--output", required=True, help="the GGUF to write")
+    p.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("inspect", help="show a GGUF's sparsity data",
                        description="Method, recipe, calibration, per-layer sparsity measured on the "

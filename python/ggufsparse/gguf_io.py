@@ -56,6 +56,16 @@ def _copy_keys(reader, writer, skip: set[str]) -> None:
         writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub_type)
 
 
+def temp_beside(dst: Path) -> Path:
+    """A new empty file next to dst, to be renamed onto it; permissions as a plain new file."""
+    fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return Path(name)
+
+
 def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[ExtraTensor],
                       *, force: bool = False, progress: bool = True) -> None:
     """Write dst = src + keys + tensors, through a temporary file renamed into place."""
@@ -79,11 +89,9 @@ def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[
     if not os.access(dst.parent, os.W_OK):
         raise UserError(f"{dst}: folder {dst.parent} is not writable")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+        tmp = temp_beside(dst)
     except OSError as exc:
         raise UserError(f"{dst}: cannot write in {dst.parent} ({exc.strerror or exc})") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
         writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
         alignment = reader.fields.get(gguf.Keys.General.ALIGNMENT)

@@ -36,6 +36,20 @@ def check_supported(arch: str, path: Path) -> None:
         raise UserError(f"{path}: architecture '{arch}' is not supported; supported: {', '.join(SUPPORTED_ARCHS)}")
 
 
+def dequantize_rows(data: np.ndarray, qtype, rows_per_chunk: int = 2048) -> np.ndarray:
+    """gguf-py's dequantize, a slice of rows at a time: its temporaries are several times the
+    output's size, which for a large embedding matrix would dominate peak memory."""
+    from gguf import dequantize
+
+    if data.ndim < 2 or data.shape[0] <= rows_per_chunk:
+        return dequantize(data, qtype)
+    first = dequantize(data[:1], qtype)
+    out = np.empty((data.shape[0], *first.shape[1:]), dtype=first.dtype)
+    for start in range(0, data.shape[0], rows_per_chunk):
+        out[start:start + rows_per_chunk] = dequantize(data[start:start + rows_per_chunk], qtype)
+    return out
+
+
 class _TopLevelOnly:
     """The model as transformers' name mapping sees it, minus the walk into every submodule.
 
@@ -106,19 +120,23 @@ class GGUFTorchModel:
     def _load(self, tensors: list) -> None:
         import torch
         from accelerate.utils import set_module_tensor_to_device
-        from gguf import dequantize
 
         for tensor in tensors:
-            weights = dequantize(tensor.data, tensor.tensor_type)
+            weights = dequantize_rows(tensor.data, tensor.tensor_type)
             weights = self._processor.process(weights=weights, name=tensor.name, tensor_key_mapping=self._key_map,
                                               parsed_parameters=self._parsed).weights
-            value = torch.from_numpy(np.array(weights, dtype=np.float32, copy=True)).to(self.dtype)
+            # a fresh array from dequantize is used as is; a read-only view of the file is copied
+            value = torch.from_numpy(np.require(weights, np.float32, ["C", "W"])).to(self.dtype)
             set_module_tensor_to_device(self.model, self._key_map[tensor.name], "cpu", value=value)
 
-    def load_globals(self) -> None:
-        """Embeddings, final norm and output head (tied to the embeddings when the model says so)."""
-        self._load(self._by_block.get(None, []))
-        if getattr(self.config, "tie_word_embeddings", False):
+    def load_globals(self, head: bool = True) -> None:
+        """Embeddings, final norm and (if head) the output head, tied to the embeddings when the
+        model says so. Calibration stops before the head and leaves it out."""
+        tensors = self._by_block.get(None, [])
+        if not head:
+            tensors = [t for t in tensors if t.name != "output.weight"]
+        self._load(tensors)
+        if head and getattr(self.config, "tie_word_embeddings", False):
             self.model.tie_weights()
 
     def load_layer(self, i: int) -> None:

@@ -10,9 +10,10 @@ source's type when its block fits the new row length; otherwise the nearest type
 from __future__ import annotations
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, dequantize
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from ggufsparse import ggml_quant
+from ggufsparse.torch_model import dequantize_rows
 
 T = GGMLQuantizationType
 
@@ -43,7 +44,7 @@ def transposed(data: np.ndarray, source, target=None) -> tuple[np.ndarray, GGMLQ
     `data` is the reader's array for the source tensor (numpy order: n_out rows).
     """
     source = T(source)
-    dense = dequantize(data, source)  # (n_out, n_in) float32 or the float type itself
+    dense = dequantize_rows(data, source)  # (n_out, n_in) float32 or the float type itself
     n_out, n_in = dense.shape
     target = T(target) if target is not None else transposed_type(source, n_out)
     flipped = np.ascontiguousarray(dense.T)  # (n_in, n_out)
