@@ -263,3 +263,25 @@ def test_folder_without_config_is_refused(tmp_path):
     folder.mkdir()
     proc = run("convert", str(folder), "-o", str(tmp_path / "o.gguf"), *SMALL)
     _fails_cleanly(proc, tmp_path, {folder}, "config.json")
+
+
+def test_gemma3_geglu_model_converts(tmp_path):
+    """The second architecture: tanh-GELU gated FFN, K-quant weights whose transposed rows (640)
+    are no multiple of 256 and fall back to 32-block types."""
+    from ggufsparse.models import resolve
+
+    out = tmp_path / "gemma.gguf"
+    proc = run("convert", "gemma3-270m-q4_k_m", "-o", str(out), "--sparsity", "0.5", "--attn-sparsity", "0.5",
+               "--calib-tokens", "512", "--calib-seq-len", "256", "-q")
+    assert proc.returncode == 0, proc.stderr
+    src = {t.name: t for t in gguf.GGUFReader(resolve("gemma3-270m-q4_k_m")).tensors}
+    dst = {t.name: t for t in gguf.GGUFReader(out).tensors}
+    T = gguf.GGMLQuantizationType
+    fallback = {T.Q4_K: T.Q4_1, T.Q6_K: T.Q8_0, T.Q5_0: T.Q5_0, T.Q8_0: T.Q8_0}
+    for i in range(18):
+        assert dst[f"blk.{i}.ffn_down_t.weight"].tensor_type == fallback[src[f"blk.{i}.ffn_down.weight"].tensor_type]
+        assert dst[f"blk.{i}.attn_q_t.weight"].tensor_type == src[f"blk.{i}.attn_q.weight"].tensor_type  # rows 1024
+    fields = gguf.GGUFReader(out).fields
+    assert all(abs(s - 0.5) < 0.01 for s in fields[layout.Keys.CALIB_FFN_SPARSITY].contents())
+    proc = run("generate", str(out), "-p", "The capital of France is", "-n", "8", "--temp", "0")
+    assert proc.returncode == 0, proc.stderr
