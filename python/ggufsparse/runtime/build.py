@@ -32,7 +32,8 @@ from ggufsparse.paths import PATCHES_DIR, SPARSE_OPS_DIR, cache_dir
 from ggufsparse.runtime import sdist as sdist_mod
 from ggufsparse.runtime import source
 
-TOOLS = ("llama-cli", "llama-server", "llama-bench", "llama-perplexity", "llama-quantize", "test-backend-ops")
+TOOLS = ("llama-cli", "llama-server", "llama-bench", "llama-perplexity", "llama-quantize", "test-backend-ops",
+         "test-sparse-ops")
 LIBRARY_TARGETS = ("llama", "ggml")
 STOCK = "stock"
 DEFAULT_CUDA_ARCHS = "75;80;86;89;90"

@@ -1,0 +1,206 @@
+// ggufsparse: the sparse ops against the dense computation with the same mask, on the CPU
+// backend, for every weight type, odd shapes, 1-4 threads and sparsity 0, 0.5 and 1.
+//
+// sparse_act   vs ggml's own activation op, masked here
+// mul_mat_rows vs ggml_mul_mat, masked here
+// axpy_sparse  vs a double-precision sum over the active rows of the dequantized weight
+
+#include "ggml.h"
+#include "ggml-cpu.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+static int g_failures = 0;
+
+#define CHECK(cond, ...) do { if (!(cond)) { std::printf("FAIL: " __VA_ARGS__); std::printf("\n"); g_failures++; } } while (0)
+
+static std::vector<float> random_vec(std::mt19937 & rng, size_t n, float scale) {
+    std::normal_distribution<float> d(0.0f, scale);
+    std::vector<float> v(n);
+    for (auto & x : v) x = d(rng);
+    return v;
+}
+
+static ggml_context * new_ctx() {
+    ggml_init_params p = { 256u * 1024 * 1024, nullptr, false };
+    return ggml_init(p);
+}
+
+static void fill_weight(ggml_tensor * w, const std::vector<float> & f) {
+    const int64_t k = w->ne[0], n = w->ne[1];
+    if (w->type == GGML_TYPE_F32) {
+        memcpy(w->data, f.data(), f.size() * sizeof(float));
+    } else {
+        ggml_quantize_chunk(w->type, f.data(), w->data, 0, n, k, nullptr);
+    }
+}
+
+static std::vector<float> dequant(const ggml_tensor * w) {
+    const int64_t k = w->ne[0], n = w->ne[1];
+    std::vector<float> out(k * n);
+    for (int64_t r = 0; r < n; r++) {
+        const char * row = (const char *) w->data + r * w->nb[1];
+        if (w->type == GGML_TYPE_F32) {
+            memcpy(out.data() + r * k, row, k * sizeof(float));
+        } else {
+            ggml_get_type_traits(w->type)->to_float(row, out.data() + r * k, k);
+        }
+    }
+    return out;
+}
+
+// a mask with the given fraction of exact zeros
+static std::vector<float> random_mask(std::mt19937 & rng, size_t n, float sparsity) {
+    std::uniform_real_distribution<float> u(0.0f, 1.0f);
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    std::vector<float> v(n);
+    for (auto & x : v) {
+        x = u(rng) < sparsity ? 0.0f : d(rng);
+        if (sparsity < 1.0f && x == 0.0f) x = 0.5f;
+    }
+    if (sparsity == 0.0f) for (auto & x : v) if (x == 0.0f) x = 1.0f;
+    return v;
+}
+
+static void compute(ggml_context * ctx, ggml_tensor * out, int threads) {
+    ggml_cgraph * gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, out);
+    ggml_graph_compute_with_ctx(ctx, gf, threads);
+}
+
+static void test_mul_mat_rows(ggml_type type, int64_t k, int64_t n, int64_t m, float sparsity, int threads, std::mt19937 & rng) {
+    ggml_context * ctx = new_ctx();
+    ggml_tensor * w = ggml_new_tensor_2d(ctx, type, k, n);
+    ggml_tensor * x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+    ggml_tensor * mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n, m);
+    fill_weight(w, random_vec(rng, k * n, 0.1f));
+    auto xv = random_vec(rng, k * m, 1.0f);
+    memcpy(x->data, xv.data(), xv.size() * sizeof(float));
+    auto mv = random_mask(rng, n * m, sparsity);
+    memcpy(mask->data, mv.data(), mv.size() * sizeof(float));
+
+    ggml_tensor * sparse = ggml_mul_mat_rows(ctx, w, x, mask);
+    ggml_tensor * dense  = ggml_mul_mat(ctx, w, x);
+    compute(ctx, sparse, threads);
+    compute(ctx, dense, threads);
+    const float * ys = (const float *) sparse->data;
+    const float * yd = (const float *) dense->data;
+    double max_err = 0, scale = 1e-6;
+    for (int64_t i = 0; i < n * m; i++) {
+        const float want = mv[i] != 0.0f ? yd[i] : 0.0f;
+        if (mv[i] == 0.0f) {
+            CHECK(ys[i] == 0.0f, "mul_mat_rows %s: skipped row %lld is %g, not 0", ggml_type_name(type), (long long) i, ys[i]);
+        }
+        max_err = std::max(max_err, (double) std::fabs(ys[i] - want));
+        scale = std::max(scale, (double) std::fabs(want));
+    }
+    CHECK(max_err <= 1e-5 * scale, "mul_mat_rows %s k=%lld n=%lld m=%lld s=%.1f t=%d: max err %g (scale %g)",
+          ggml_type_name(type), (long long) k, (long long) n, (long long) m, sparsity, threads, max_err, scale);
+    ggml_free(ctx);
+}
+
+static void test_axpy_sparse(ggml_type type, int64_t n, int64_t k, int64_t m, float sparsity, int threads, std::mt19937 & rng) {
+    ggml_context * ctx = new_ctx();
+    ggml_tensor * wt = ggml_new_tensor_2d(ctx, type, n, k);
+    ggml_tensor * h  = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+    fill_weight(wt, random_vec(rng, n * k, 0.1f));
+    auto hv = random_mask(rng, k * m, sparsity);
+    memcpy(h->data, hv.data(), hv.size() * sizeof(float));
+    ggml_tensor * y = ggml_axpy_sparse(ctx, wt, h);
+    compute(ctx, y, threads);
+
+    const auto wf = dequant(wt);
+    const float * yv = (const float *) y->data;
+    double max_err = 0, scale = 1e-6;
+    for (int64_t t = 0; t < m; t++) {
+        for (int64_t j = 0; j < n; j++) {
+            double want = 0, mag = 0;
+            for (int64_t i = 0; i < k; i++) {
+                want += (double) hv[t * k + i] * wf[i * n + j];
+                mag  += std::fabs((double) hv[t * k + i] * wf[i * n + j]);
+            }
+            max_err = std::max(max_err, std::fabs(yv[t * n + j] - want));
+            scale = std::max(scale, mag);
+            if (sparsity == 1.0f) {
+                CHECK(yv[t * n + j] == 0.0f, "axpy_sparse %s: all inactive but y=%g", ggml_type_name(type), yv[t * n + j]);
+            }
+        }
+    }
+    CHECK(max_err <= 1e-5 * scale, "axpy_sparse %s n=%lld k=%lld m=%lld s=%.1f t=%d: max err %g (scale %g)",
+          ggml_type_name(type), (long long) n, (long long) k, (long long) m, sparsity, threads, max_err, scale);
+    ggml_free(ctx);
+}
+
+static void test_sparse_act(ggml_sparse_act_kind kind, int64_t n, int64_t m, bool per_channel, int threads, std::mt19937 & rng) {
+    ggml_context * ctx = new_ctx();
+    ggml_tensor * a   = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n, m);
+    ggml_tensor * thr = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, per_channel ? n : 1);
+    auto av = random_vec(rng, n * m, 1.0f);
+    memcpy(a->data, av.data(), av.size() * sizeof(float));
+    std::uniform_real_distribution<float> u(0.0f, 0.6f);
+    float * tv = (float *) thr->data;
+    for (int64_t i = 0; i < thr->ne[0]; i++) tv[i] = u(rng);
+    if (per_channel) tv[0] = 0.0f;  // a zero threshold keeps every non-zero value
+
+    ggml_tensor * y = ggml_sparse_act(ctx, a, thr, kind);
+    ggml_tensor * d = kind == GGML_SPARSE_ACT_SILU ? ggml_silu(ctx, a) : kind == GGML_SPARSE_ACT_GELU ? ggml_gelu(ctx, a)
+                    : kind == GGML_SPARSE_ACT_RELU ? ggml_relu(ctx, a) : a;
+    compute(ctx, y, threads);
+    if (d != a) compute(ctx, d, threads);
+    const float * yv = (const float *) y->data;
+    const float * dv = (const float *) d->data;
+    int64_t zeros = 0, checked = 0;
+    for (int64_t t = 0; t < m; t++) {
+        for (int64_t i = 0; i < n; i++) {
+            const float th = tv[per_channel ? i : 0];
+            const float ref = dv[t * n + i];
+            const float got = yv[t * n + i];
+            zeros += got == 0.0f;
+            if (std::fabs(std::fabs(ref) - th) < 1e-3f) continue;  // on the edge: the dense op's SIMD rounding may differ
+            checked++;
+            const float want = std::fabs(ref) > th ? ref : 0.0f;
+            CHECK(std::fabs(got - want) <= 1e-3f * std::max(1.0f, std::fabs(want)) && ((want == 0.0f) == (got == 0.0f)),
+                  "sparse_act kind=%d at %lld,%lld: got %g want %g (thr %g)", (int) kind, (long long) t, (long long) i, got, want, th);
+        }
+    }
+    CHECK(checked > n * m / 2, "sparse_act: too few values checked");
+    CHECK(zeros > 0, "sparse_act: nothing zeroed");
+    ggml_free(ctx);
+}
+
+int main() {
+    std::mt19937 rng(42);
+    const ggml_type types[] = {
+        GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0,
+        GGML_TYPE_Q5_1, GGML_TYPE_Q8_0, GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
+    };
+    int cases = 0;
+    for (ggml_type type : types) {
+        const int64_t bs = ggml_blck_size(type);
+        // the weight's row length must be whole blocks; the other dimension is odd
+        const int64_t row = bs == 1 ? 67 : 2 * bs;
+        for (int threads = 1; threads <= 4; threads++) {
+            for (float s : {0.0f, 0.5f, 1.0f}) {
+                for (int64_t m : {1, 3}) {
+                    test_mul_mat_rows(type, row, 37, m, s, threads, rng);
+                    test_axpy_sparse(type, row * 3, 29, m, s, threads, rng);
+                    cases += 2;
+                }
+            }
+        }
+    }
+    for (int threads = 1; threads <= 4; threads++) {
+        for (auto kind : {GGML_SPARSE_ACT_NONE, GGML_SPARSE_ACT_SILU, GGML_SPARSE_ACT_GELU, GGML_SPARSE_ACT_RELU}) {
+            for (bool per_channel : {true, false}) {
+                test_sparse_act(kind, 301, 3, per_channel, threads, rng);
+                cases++;
+            }
+        }
+    }
+    std::printf("%d cases, %d failures\n", cases, g_failures);
+    return g_failures == 0 ? 0 : 1;
+}
