@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from ggufsparse import calib_text, layout, reference, torch_model
-from ggufsparse.convert import _tokenizer
 from ggufsparse.methods import NEVER
+from ggufsparse.tokenizer import gguf_tokenizer
 
 pytestmark = [pytest.mark.model]
 
@@ -23,7 +23,7 @@ def model(default_model):
 
 @pytest.fixture(scope="module")
 def ids(default_model):
-    tokenize, _ = _tokenizer(default_model)
+    tokenize, _ = gguf_tokenizer(default_model)
     return torch.tensor([tokenize(logits_of.TEXT)])
 
 
@@ -95,7 +95,7 @@ def test_calibration_sparsity_matches_what_the_reference_measures(default_model,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     fields = gguf.GGUFReader(out).fields
-    tokenize, bos = _tokenizer(default_model)
+    tokenize, bos = gguf_tokenizer(default_model)
     windows = calib_text.load(calib_text.default_calibration_file(), tokenize, bos, 1024, 256).windows
     counters = reference.Counters()
     t = reference.BakedThresholds.read(out, model.n_layers)

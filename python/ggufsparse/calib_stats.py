@@ -56,25 +56,18 @@ class CDF:
         self.below = np.concatenate([np.zeros((table.shape[0], 1)), np.cumsum(table, axis=1)], axis=1)
 
     def __call__(self, thresholds) -> np.ndarray:
-        return _cdf(self.table, self.below, self.total, thresholds)
-
-
-def cdf(table: np.ndarray, thresholds) -> np.ndarray:
-    return CDF(table)(thresholds)
-
-
-def _cdf(table: np.ndarray, below: np.ndarray, total: np.ndarray, thresholds) -> np.ndarray:
-    rows = table.shape[0]
-    t = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (rows,))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pos = np.log10(np.maximum(t, LO) / LO) * BINS_PER_DECADE
-    pos = np.where(np.isfinite(pos), pos, N_LOG_BINS + 1)
-    j = np.clip(np.floor(pos).astype(np.int64) + 1, 1, N_LOG_BINS + 1)
-    frac = np.where(j <= N_LOG_BINS, pos - (j - 1), 1.0)
-    r = np.arange(rows)
-    counted = below[r, j] + table[r, j] * np.clip(frac, 0.0, 1.0)
-    counted = np.where(t < LO, table[:, 0], counted)  # zeros and denormal-small values
-    return counted / total
+        table, below, total = self.table, self.below, self.total
+        rows = table.shape[0]
+        t = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (rows,))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pos = np.log10(np.maximum(t, LO) / LO) * BINS_PER_DECADE
+        pos = np.where(np.isfinite(pos), pos, N_LOG_BINS + 1)
+        j = np.clip(np.floor(pos).astype(np.int64) + 1, 1, N_LOG_BINS + 1)
+        frac = np.where(j <= N_LOG_BINS, pos - (j - 1), 1.0)
+        r = np.arange(rows)
+        counted = below[r, j] + table[r, j] * np.clip(frac, 0.0, 1.0)
+        counted = np.where(t < LO, table[:, 0], counted)  # zeros and denormal-small values
+        return counted / total
 
 
 def solve_log(fraction_at, target: float, lo: float = LO * 1e-3, hi: float = HI * 1e3,

@@ -138,9 +138,9 @@ def _cmd_reference(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ggufsparse import reference
-    from ggufsparse.convert import _tokenizer
     from ggufsparse.models import resolve
     from ggufsparse.paths import shared_data_dir
+    from ggufsparse.tokenizer import gguf_tokenizer
     from ggufsparse.torch_model import load
 
     files = [resolve(f) for f in args.files]
@@ -150,16 +150,14 @@ def _cmd_reference(args: argparse.Namespace) -> int:
         if reference.original_tensors_digest(f) != digest:
             raise UserError(f"{f}: its original tensors differ from {base}'s; compare files made from one model")
     text = Path(args.text) if args.text else shared_data_dir() / "wikitext2" / "wiki.test.raw"
-    tokenize, bos = _tokenizer(base)
+    tokenize, bos = gguf_tokenizer(base)
     windows = reference.text_windows(text, tokenize, bos, args.ctx, args.chunks)
     model = load(base)
     configs = [reference.BakedThresholds.dense(model.n_layers)]
     configs += [reference.BakedThresholds.read(f, model.n_layers) for f in files]
     configs = [c for c in configs if c.method is not None or c is configs[0]]
     first = args.ctx // 2 if args.score == "second-half" else 0
-    for results in reference.evaluate(model, configs, windows, first, progress=not args.quiet):
-        pass
-    rows = [q.row() for q in results]
+    rows = [q.row() for q in reference.evaluate(model, configs, windows, first, progress=not args.quiet)]
     table = _reference_table(rows)
     meta = {"text": str(text), "ctx": args.ctx, "windows": len(windows), "score": args.score, "rows": rows}
     if args.json:
@@ -172,11 +170,11 @@ def _cmd_reference(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ggufsparse.convert import check_output
+    from ggufsparse.gguf_io import check_writable
     from ggufsparse.synth import write_synthetic
 
     out = Path(args.output)
-    check_output(out, args.force)
+    check_writable(out, args.force)
     write_synthetic(out, args.shape, args.type, args.layers, progress=not args.quiet)
     print(f"wrote {out} (synthetic: random weights; label any figure from it as synthetic)")
     return 0

@@ -14,7 +14,7 @@ import numpy as np
 
 from ggufsparse import __version__, layout
 from ggufsparse.errors import UserError
-from ggufsparse.gguf_io import ExtraKey, ExtraTensor, open_reader, write_with_extras
+from ggufsparse.gguf_io import ExtraKey, ExtraTensor, check_writable, open_reader, write_with_extras
 from ggufsparse.recipe import Recipe
 
 
@@ -37,21 +37,6 @@ class ConvertResult:
     original_bytes: int = 0
 
 
-def check_output(out: Path, force: bool) -> None:
-    """Fail before any work if the output cannot be written."""
-    if out.is_dir():
-        raise UserError(f"{out}: is a folder; give a file name")
-    if out.exists() and not force:
-        raise UserError(f"{out}: exists; pass --force to replace it")
-    if not out.parent.is_dir():
-        raise UserError(f"{out}: folder {out.parent} does not exist")
-    try:  # os.access says yes to root even on read-only file systems: try it
-        with tempfile.TemporaryFile(dir=out.parent):
-            pass
-    except OSError as exc:
-        raise UserError(f"{out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
-
-
 def _check_input(reader, path: Path) -> None:
     from ggufsparse.torch_model import check_supported, gguf_architecture
 
@@ -61,23 +46,16 @@ def _check_input(reader, path: Path) -> None:
                         f"(method {reader.fields[layout.Keys.METHOD].contents()}); convert the original file")
 
 
-def _tokenizer(path: Path):
-    from ggufsparse import llm
-
-    vocab = llm.load(path, vocab_only=True)
-    bos = vocab.token_bos() if vocab._model.add_bos_token() else None
-    return (lambda text: vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False)), bos
-
-
 def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dtype: str):
     """(per-layer results, calibration set)."""
     from tqdm import tqdm
 
     from ggufsparse import calib_text, calibrate
     from ggufsparse.methods import attention, cats, chess
+    from ggufsparse.tokenizer import gguf_tokenizer
     from ggufsparse.torch_model import GGUFTorchModel
 
-    tokenize, bos = _tokenizer(path)
+    tokenize, bos = gguf_tokenizer(path)
     calib = calib_text.load(calib_file, tokenize, bos, recipe.calib_tokens, recipe.calib_seq_len)
     model = GGUFTorchModel(path, dtype)
     results: list[LayerResult] = []
@@ -156,7 +134,7 @@ def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, prog
 
     recipe = recipe.validate()
     out = Path(out)
-    check_output(out, force)
+    check_writable(out, force)
     calib_file = Path(recipe.calib) if recipe.calib else default_calibration_file()
     if not calib_file.is_file():
         raise UserError(f"{calib_file}: calibration file not found")

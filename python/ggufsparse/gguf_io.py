@@ -56,6 +56,21 @@ def _copy_keys(reader, writer, skip: set[str]) -> None:
         writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub_type)
 
 
+def check_writable(dst: Path, force: bool = False) -> None:
+    """Fail before any work if dst cannot be written: one-line UserErrors naming it."""
+    if dst.is_dir():
+        raise UserError(f"{dst}: is a folder; give a file name")
+    if dst.exists() and not force:
+        raise UserError(f"{dst}: exists; pass --force to replace it")
+    if not dst.parent.is_dir():
+        raise UserError(f"{dst}: folder {dst.parent} does not exist")
+    try:  # os.access says yes to root even on read-only file systems: try it
+        with tempfile.TemporaryFile(dir=dst.parent):
+            pass
+    except OSError as exc:
+        raise UserError(f"{dst}: cannot write in {dst.parent} ({exc.strerror or exc})") from None
+
+
 def temp_beside(dst: Path) -> Path:
     """A new empty file next to dst, to be renamed onto it; permissions as a plain new file."""
     fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
@@ -75,8 +90,7 @@ def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[
     src, dst = Path(src), Path(dst)
     if dst.resolve() == src.resolve():
         raise UserError(f"{dst}: the output would overwrite the input")
-    if dst.exists() and not force:
-        raise UserError(f"{dst}: exists; pass --force to replace it")
+    check_writable(dst, force)
     reader = open_reader(src)
     arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
     existing = {t.name for t in reader.tensors}
@@ -84,10 +98,6 @@ def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[
     if clash:
         raise UserError(f"{src}: already has tensor '{clash[0]}'; convert the original file instead")
 
-    if not dst.parent.is_dir():
-        raise UserError(f"{dst}: folder {dst.parent} does not exist")
-    if not os.access(dst.parent, os.W_OK):
-        raise UserError(f"{dst}: folder {dst.parent} is not writable")
     try:
         tmp = temp_beside(dst)
     except OSError as exc:
@@ -123,3 +133,17 @@ def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def dequantize_rows(data: np.ndarray, qtype, rows_per_chunk: int = 2048) -> np.ndarray:
+    """gguf-py's dequantize, a slice of rows at a time: its temporaries are several times the
+    output's size, which for a large embedding matrix would dominate peak memory."""
+    from gguf import dequantize
+
+    if data.ndim < 2 or data.shape[0] <= rows_per_chunk:
+        return dequantize(data, qtype)
+    first = dequantize(data[:1], qtype)
+    out = np.empty((data.shape[0], *first.shape[1:]), dtype=first.dtype)
+    for start in range(0, data.shape[0], rows_per_chunk):
+        out[start:start + rows_per_chunk] = dequantize(data[start:start + rows_per_chunk], qtype)
+    return out

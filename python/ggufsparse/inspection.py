@@ -9,12 +9,6 @@ from pathlib import Path
 from ggufsparse import layout
 from ggufsparse.gguf_io import open_reader
 
-_EXTRA_STEMS = tuple(f".{t.stem}" for t in layout.SPARSE_TENSORS)
-
-
-def _is_extra(name: str) -> bool:
-    return any(stem in name for stem in _EXTRA_STEMS)
-
 
 def describe(path: Path) -> dict:
     reader = open_reader(path)
@@ -26,7 +20,7 @@ def describe(path: Path) -> dict:
 
     extras, original = [], 0
     for t in reader.tensors:
-        if _is_extra(t.name):
+        if layout.is_sparse_tensor(t.name):
             extras.append({"name": t.name, "type": t.tensor_type.name, "shape": [int(n) for n in t.shape],
                            "bytes": int(t.n_bytes)})
         else:

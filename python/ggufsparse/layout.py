@@ -65,6 +65,14 @@ TARGET_FFN = "ffn"
 TARGET_ATTN_Q = "attn_q"
 TARGET_ATTN_OUT = "attn_output"
 
+_STEMS = tuple(f".{t.stem}" for t in SPARSE_TENSORS)
+
+
+def is_sparse_tensor(name: str) -> bool:
+    """Whether a tensor name is one of the extra tensors above (any block)."""
+    return any(stem in name for stem in _STEMS)
+
+
 # threshold -> transposed weight: the runtime needs both or neither
 PAIRS: tuple[tuple[SparseTensor, SparseTensor], ...] = (
     (FFN_GATE_THR, FFN_DOWN_T), (ATTN_Q_THR, ATTN_Q_T), (ATTN_OUT_THR, ATTN_OUT_T),

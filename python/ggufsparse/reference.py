@@ -9,7 +9,6 @@ Quality is measured against the same model without thresholds, on the same token
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,10 +54,9 @@ class BakedThresholds:
 
 def original_tensors_digest(path: Path) -> str:
     """sha256 over the names, types and bytes of a file's non-ggufsparse tensors."""
-    stems = tuple(f".{t.stem}" for t in layout.SPARSE_TENSORS)
     h = hashlib.sha256()
     for t in open_reader(path).tensors:
-        if any(s in t.name for s in stems):
+        if layout.is_sparse_tensor(t.name):
             continue
         h.update(t.name.encode())
         h.update(int(t.tensor_type).to_bytes(4, "little"))
@@ -168,11 +166,11 @@ def _scores(logits: torch.Tensor, targets: torch.Tensor, first: int):
 
 
 def evaluate(model, configs: list[BakedThresholds], windows: np.ndarray, first: int = 0,
-             progress: bool = True) -> Iterator[list[Quality]]:
+             progress: bool = True) -> list[Quality]:
     """Quality of each config against the dense model (configs[0] should be dense).
 
     Scores the prediction of every token after position `first` in each window (first=0: every
-    token; ctx // 2: llama-perplexity's second half). Yields the running results per window.
+    token; ctx // 2: llama-perplexity's second half).
     """
     from tqdm import tqdm
 
@@ -194,4 +192,4 @@ def evaluate(model, configs: list[BakedThresholds], windows: np.ndarray, first: 
             q.kl_values.append(kl.numpy())
             q.top1_same += int((logp.argmax(-1) == dense_logp.argmax(-1)).sum())
             q.n += int(tgt.numel())
-        yield results
+    return results

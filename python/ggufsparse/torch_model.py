@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ggufsparse.errors import UserError
+from ggufsparse.gguf_io import dequantize_rows
 
 # llama.cpp architecture names the converter supports
 SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
@@ -34,20 +35,6 @@ def gguf_architecture(reader) -> str:
 def check_supported(arch: str, path: Path) -> None:
     if arch not in SUPPORTED_ARCHS:
         raise UserError(f"{path}: architecture '{arch}' is not supported; supported: {', '.join(SUPPORTED_ARCHS)}")
-
-
-def dequantize_rows(data: np.ndarray, qtype, rows_per_chunk: int = 2048) -> np.ndarray:
-    """gguf-py's dequantize, a slice of rows at a time: its temporaries are several times the
-    output's size, which for a large embedding matrix would dominate peak memory."""
-    from gguf import dequantize
-
-    if data.ndim < 2 or data.shape[0] <= rows_per_chunk:
-        return dequantize(data, qtype)
-    first = dequantize(data[:1], qtype)
-    out = np.empty((data.shape[0], *first.shape[1:]), dtype=first.dtype)
-    for start in range(0, data.shape[0], rows_per_chunk):
-        out[start:start + rows_per_chunk] = dequantize(data[start:start + rows_per_chunk], qtype)
-    return out
 
 
 class _TopLevelOnly:

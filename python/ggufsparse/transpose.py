@@ -13,7 +13,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from ggufsparse import ggml_quant
-from ggufsparse.torch_model import dequantize_rows
+from ggufsparse.gguf_io import dequantize_rows
 
 T = GGMLQuantizationType
 
