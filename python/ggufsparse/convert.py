@@ -137,7 +137,8 @@ def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, prog
     check_writable(out, force)
     calib_file = Path(recipe.calib) if recipe.calib else default_calibration_file()
     if not calib_file.is_file():
-        raise UserError(f"{calib_file}: calibration file not found")
+        hint = "" if recipe.calib else "; set GGUFSPARSE_DATA to the data folder or pass --calib FILE"
+        raise UserError(f"{calib_file}: calibration file not found{hint}")
     model = Path(model)
     with tempfile.TemporaryDirectory(prefix=".ggufsparse-", dir=out.parent) as scratch:
         if is_hf_dir(model):
