@@ -31,6 +31,7 @@ def test_chat_in_a_terminal_survives_ctrl_c_and_quits_on_ctrl_d():
     echoed, _, answer = child.before.partition("\n")  # the terminal echoes the typed line first
     assert "colour of the sky" in echoed and len(answer.split()) >= 3, child.before
     child.sendline("Write a very long story about a llama who travels the world.")
+    child.expect_exact("travels the world.")  # the terminal's echo of the typed line
     child.expect(r"\w+ \w+")  # the answer has started streaming
     child.sendintr()
     child.expect_exact("> ")

@@ -13,6 +13,7 @@ import logits_of
 import numpy as np
 import pytest
 from ggufsparse import layout
+from ggufsparse.calib_text import default_calibration_file
 
 pytestmark = [pytest.mark.runtime, pytest.mark.model]
 
@@ -81,8 +82,7 @@ def test_metadata_says_how_the_file_was_made(converted):
     recipe = json.loads(fields[layout.Keys.RECIPE].contents())
     assert recipe["sparsity"] == 0.5 and recipe["attn_sparsity"] == 0.5 and recipe["calib_tokens"] == 2048
     assert fields[layout.Keys.CALIB_TOKENS].contents() == 2048
-    c4 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "c4" / "c4_sample.jsonl"
-    assert fields[layout.Keys.CALIB_SHA256].contents() == sha256(c4)
+    assert fields[layout.Keys.CALIB_SHA256].contents() == sha256(default_calibration_file())
     ffn = fields[layout.Keys.CALIB_FFN_SPARSITY].contents()
     assert len(ffn) == fields["llama.block_count"].contents()
     assert all(abs(s - 0.5) < 0.01 for s in ffn)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from typing import TextIO
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
@@ -21,15 +24,37 @@ def generate(llm, prompt: str, *, max_tokens: int, temperature: float, seed: int
     return "".join(pieces)
 
 
-def _answer(llm, messages: list[dict], max_tokens: int, temperature: float, out: TextIO) -> str:
+@contextlib.contextmanager
+def _ctrl_c_flag() -> Iterator[list[bool]]:
+    """Ctrl-C sets a flag instead of raising. A KeyboardInterrupt raised while llama.cpp calls
+    back into Python (its log callback) is swallowed by ctypes, so a raised one can get lost."""
+    flag = [False]
+
+    def handler(_signum, _frame) -> None:
+        flag[0] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _answer(llm, messages: list[dict], max_tokens: int, temperature: float, out: TextIO) -> str | None:
+    """The streamed answer, or None if Ctrl-C stopped it."""
     pieces = []
-    # create_chat_completion formats with the chat template stored in the GGUF
-    for chunk in llm.create_chat_completion(messages, max_tokens=max_tokens, temperature=temperature,
-                                            stream=True):
-        piece = chunk["choices"][0]["delta"].get("content") or ""
-        pieces.append(piece)
-        out.write(piece)
-        out.flush()
+    with _ctrl_c_flag() as interrupted:
+        # create_chat_completion formats with the chat template stored in the GGUF
+        for chunk in llm.create_chat_completion(messages, max_tokens=max_tokens, temperature=temperature,
+                                                stream=True):
+            if interrupted[0]:
+                return None
+            piece = chunk["choices"][0]["delta"].get("content") or ""
+            pieces.append(piece)
+            out.write(piece)
+            out.flush()
+        if interrupted[0]:
+            return None
     return "".join(pieces)
 
 
@@ -55,10 +80,8 @@ def chat(llm, *, system: str, max_tokens: int, temperature: float,
         if prompt in ("/exit", "/quit"):
             return
         messages.append({"role": "user", "content": prompt})
-        try:
-            reply = _answer(llm, messages, max_tokens, temperature, out)
-        except KeyboardInterrupt:
-            reply = ""
+        reply = _answer(llm, messages, max_tokens, temperature, out)
+        if reply is None:
             out.write(" [interrupted]")
         out.write("\n")
         out.flush()
