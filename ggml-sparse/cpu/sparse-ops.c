@@ -8,9 +8,13 @@
 
 #include "sparse-ops.h"
 
+#define GGML_COMMON_DECL_C
+#include "ggml-common.h"
+
 #include "ggml-cpu.h"
 #include "ggml-cpu-impl.h"
 #include "ggml-impl.h"
+#include "ggml-sparse.h"
 #include "vec.h"
 
 #include <string.h>
@@ -41,6 +45,7 @@ void ggml_compute_forward_sparse_act(const struct ggml_compute_params * params, 
     const int64_t i0 = (n * params->ith) / params->nth;
     const int64_t i1 = (n * (params->ith + 1)) / params->nth;
 
+    uint64_t zeros = 0;
     for (int64_t r = 0; r < nrows; r++) {
         const int64_t i3 = r / (a->ne[1] * a->ne[2]);
         const int64_t i2 = (r / a->ne[1]) % a->ne[2];
@@ -51,7 +56,11 @@ void ggml_compute_forward_sparse_act(const struct ggml_compute_params * params, 
             const float v = sparse_act_apply(kind, x[i]);
             const float th = per_channel ? t[i] : t[0];
             y[i] = fabsf(v) > th ? v : 0.0f;
+            zeros += y[i] == 0.0f;
         }
+    }
+    if (ggml_sparse_stats_enabled()) {
+        ggml_sparse_stats_add(dst, zeros, (uint64_t) (i1 - i0) * nrows);
     }
 }
 
@@ -104,6 +113,165 @@ void ggml_compute_forward_mul_mat_rows(const struct ggml_compute_params * params
     }
 }
 
+// Fused dequantize-and-accumulate of four rows at a time: y[0, 32*nb) += sum_r c[r] * row_r.
+// Reading y once per four rows keeps the kernel near memory speed; the rows are whole blocks.
+typedef void (*sparse_axpy4_t)(const char * const rows[4], const float c[4], float * y, int64_t nb);
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+static inline __m256 sparse_i8x8_to_ps(__m128i v) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+}
+
+static void sparse_axpy4_q8_0(const char * const rows[4], const float c[4], float * y, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++) {
+        float * yb = y + 32*b;
+        __m256 a0 = _mm256_loadu_ps(yb), a1 = _mm256_loadu_ps(yb + 8), a2 = _mm256_loadu_ps(yb + 16), a3 = _mm256_loadu_ps(yb + 24);
+        for (int r = 0; r < 4; r++) {
+            const block_q8_0 * blk = (const block_q8_0 *) rows[r] + b;
+            const __m256 sc = _mm256_set1_ps(c[r] * GGML_CPU_FP16_TO_FP32(blk->d));
+            const __m128i q0 = _mm_loadu_si128((const __m128i *) blk->qs);
+            const __m128i q1 = _mm_loadu_si128((const __m128i *) (blk->qs + 16));
+            a0 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(q0), a0);
+            a1 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(q0, 8)), a1);
+            a2 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(q1), a2);
+            a3 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(q1, 8)), a3);
+        }
+        _mm256_storeu_ps(yb, a0); _mm256_storeu_ps(yb + 8, a1); _mm256_storeu_ps(yb + 16, a2); _mm256_storeu_ps(yb + 24, a3);
+    }
+}
+
+// nibbles of a 4-bit block: elements 0-15 in the low halves, 16-31 in the high halves
+static inline void sparse_nibbles(const uint8_t * qs, __m128i * lo, __m128i * hi) {
+    const __m128i v = _mm_loadu_si128((const __m128i *) qs);
+    const __m128i m = _mm_set1_epi8(0x0F);
+    *lo = _mm_and_si128(v, m);
+    *hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+}
+
+static void sparse_axpy4_q4_0(const char * const rows[4], const float c[4], float * y, int64_t nb) {
+    const __m128i eight = _mm_set1_epi8(8);
+    for (int64_t b = 0; b < nb; b++) {
+        float * yb = y + 32*b;
+        __m256 a0 = _mm256_loadu_ps(yb), a1 = _mm256_loadu_ps(yb + 8), a2 = _mm256_loadu_ps(yb + 16), a3 = _mm256_loadu_ps(yb + 24);
+        for (int r = 0; r < 4; r++) {
+            const block_q4_0 * blk = (const block_q4_0 *) rows[r] + b;
+            const __m256 sc = _mm256_set1_ps(c[r] * GGML_CPU_FP16_TO_FP32(blk->d));
+            __m128i lo, hi;
+            sparse_nibbles(blk->qs, &lo, &hi);
+            lo = _mm_sub_epi8(lo, eight);
+            hi = _mm_sub_epi8(hi, eight);
+            a0 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(lo), a0);
+            a1 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(lo, 8)), a1);
+            a2 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(hi), a2);
+            a3 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(hi, 8)), a3);
+        }
+        _mm256_storeu_ps(yb, a0); _mm256_storeu_ps(yb + 8, a1); _mm256_storeu_ps(yb + 16, a2); _mm256_storeu_ps(yb + 24, a3);
+    }
+}
+
+static void sparse_axpy4_q4_1(const char * const rows[4], const float c[4], float * y, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++) {
+        float * yb = y + 32*b;
+        __m256 a0 = _mm256_loadu_ps(yb), a1 = _mm256_loadu_ps(yb + 8), a2 = _mm256_loadu_ps(yb + 16), a3 = _mm256_loadu_ps(yb + 24);
+        float offset = 0.0f; // sum of c[r] * m over the four blocks: w = d*q + m
+        for (int r = 0; r < 4; r++) {
+            const block_q4_1 * blk = (const block_q4_1 *) rows[r] + b;
+            const __m256 sc = _mm256_set1_ps(c[r] * GGML_CPU_FP16_TO_FP32(blk->d));
+            offset += c[r] * GGML_CPU_FP16_TO_FP32(blk->m);
+            __m128i lo, hi;
+            sparse_nibbles(blk->qs, &lo, &hi);
+            a0 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(lo), a0);
+            a1 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(lo, 8)), a1);
+            a2 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(hi), a2);
+            a3 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(hi, 8)), a3);
+        }
+        const __m256 off = _mm256_set1_ps(offset);
+        _mm256_storeu_ps(yb, _mm256_add_ps(a0, off)); _mm256_storeu_ps(yb + 8, _mm256_add_ps(a1, off));
+        _mm256_storeu_ps(yb + 16, _mm256_add_ps(a2, off)); _mm256_storeu_ps(yb + 24, _mm256_add_ps(a3, off));
+    }
+}
+
+// F16 and F32 rows: "blocks" of 32 elements
+static void sparse_axpy4_f16(const char * const rows[4], const float c[4], float * y, int64_t nb) {
+    for (int64_t j = 0; j < 32*nb; j += 8) {
+        __m256 a = _mm256_loadu_ps(y + j);
+        for (int r = 0; r < 4; r++) {
+            const __m256 w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) ((const ggml_fp16_t *) rows[r] + j)));
+            a = _mm256_fmadd_ps(_mm256_set1_ps(c[r]), w, a);
+        }
+        _mm256_storeu_ps(y + j, a);
+    }
+}
+
+static void sparse_axpy4_f32(const char * const rows[4], const float c[4], float * y, int64_t nb) {
+    for (int64_t j = 0; j < 32*nb; j += 8) {
+        __m256 a = _mm256_loadu_ps(y + j);
+        for (int r = 0; r < 4; r++) {
+            a = _mm256_fmadd_ps(_mm256_set1_ps(c[r]), _mm256_loadu_ps((const float *) rows[r] + j), a);
+        }
+        _mm256_storeu_ps(y + j, a);
+    }
+}
+
+// the fused kernel for wt's type over an output slice of len elements starting at j0, or NULL
+static sparse_axpy4_t sparse_axpy4_for(enum ggml_type type, int64_t j0, int64_t len) {
+    GGML_UNUSED(j0);
+    if (len % 32 != 0) {
+        return NULL;
+    }
+    switch (type) {
+        case GGML_TYPE_Q8_0: return sparse_axpy4_q8_0;
+        case GGML_TYPE_Q4_0: return sparse_axpy4_q4_0;
+        case GGML_TYPE_Q4_1: return sparse_axpy4_q4_1;
+        case GGML_TYPE_F16:  return sparse_axpy4_f16;
+        case GGML_TYPE_F32:  return sparse_axpy4_f32;
+        default:             return NULL;
+    }
+}
+#else
+static sparse_axpy4_t sparse_axpy4_for(enum ggml_type type, int64_t j0, int64_t len) {
+    GGML_UNUSED(type); GGML_UNUSED(j0); GGML_UNUSED(len);
+    return NULL;
+}
+#endif
+
+// y[:,t] over this thread's slice with the fused kernel: the active rows, four at a time, while
+// the next four rows' segments are prefetched (short row segments defeat the hardware prefetcher)
+static void axpy_sparse_fused(sparse_axpy4_t kernel, const struct ggml_tensor * wt, const float * hv, int64_t k,
+                              int64_t j0, int64_t len, float * y, int32_t * active) {
+    const int64_t bs   = ggml_blck_size(wt->type);
+    const size_t  offs = (size_t) (j0 / bs) * ggml_type_size(wt->type);
+    const size_t  seg  = (size_t) (len / bs) * ggml_type_size(wt->type);
+    const int64_t nb32 = len / 32;
+    const char  * base = (const char *) wt->data + offs;
+
+    int64_t n_active = 0;
+    for (int64_t i = 0; i < k; i++) {
+        active[n_active] = (int32_t) i;
+        n_active += hv[i] != 0.0f;
+    }
+
+    for (int64_t g = 0; g < n_active; g += 4) {
+        for (int64_t p = g + 4; p < g + 8 && p < n_active; p++) {
+            const char * row = base + active[p]*wt->nb[1];
+            for (size_t off = 0; off < seg; off += SPARSE_CACHE_LINE) {
+                __builtin_prefetch(row + off, 0, 3);
+            }
+        }
+        const char * rows[4];
+        float c[4];
+        for (int r = 0; r < 4; r++) {
+            // past the end: a zero coefficient on a row already read
+            const int64_t i = g + r < n_active ? active[g + r] : active[g];
+            rows[r] = base + i*wt->nb[1];
+            c[r]    = g + r < n_active ? hv[i] : 0.0f;
+        }
+        kernel(rows, c, y, nb32);
+    }
+}
+
 void ggml_compute_forward_axpy_sparse(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
     const struct ggml_tensor * wt = dst->src[0];
     const struct ggml_tensor * h  = dst->src[1];
@@ -126,12 +294,17 @@ void ggml_compute_forward_axpy_sparse(const struct ggml_compute_params * params,
     if (len == 0) {
         return;
     }
-    float * tmp = (float *) ((char *) params->wdata + ith * GGML_PAD((n + 1) * sizeof(float), SPARSE_CACHE_LINE));
+    float * tmp = (float *) ((char *) params->wdata + ith * GGML_PAD((n + 1) * sizeof(float) + k * sizeof(int32_t), SPARSE_CACHE_LINE));
+    const sparse_axpy4_t fused = sparse_axpy4_for(wt->type, j0, len);
 
     for (int64_t t = 0; t < m; t++) {
         const float * hv = (const float *) ((const char *) h->data + t*h->nb[1]);
         float       * y  = (float *) ((char *) dst->data + t*dst->nb[1]) + j0;
         memset(y, 0, len * sizeof(float));
+        if (fused) {
+            axpy_sparse_fused(fused, wt, hv, k, j0, len, y, (int32_t *) (tmp + n + 1));
+            continue;
+        }
         for (int64_t i = 0; i < k; i++) {
             const float s = hv[i];
             if (s == 0.0f) {
@@ -153,7 +326,8 @@ size_t ggml_sparse_op_work_size(const struct ggml_tensor * node, int n_tasks) {
         case GGML_OP_MUL_MAT_ROWS:
             return mul_mat_rows_x_size(node);
         case GGML_OP_AXPY_SPARSE:
-            return (size_t) n_tasks * GGML_PAD((node->src[0]->ne[0] + 1) * sizeof(float), SPARSE_CACHE_LINE);
+            // per thread: a dequantized row segment, then the list of active rows
+            return (size_t) n_tasks * GGML_PAD((node->src[0]->ne[0] + 1) * sizeof(float) + node->src[0]->ne[1] * sizeof(int32_t), SPARSE_CACHE_LINE);
         default:
             return 0;
     }

@@ -180,6 +180,25 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from ggufsparse import bench
+    from ggufsparse.models import resolve
+
+    if args.reps < 1:
+        raise UserError("--reps must be at least 1")
+    dense, sparse = bench.run(resolve(args.dense), Path(args.sparse), args.reps, args.tg, args.pp, args.threads,
+                              progress=not args.quiet)
+    rep = bench.report(dense, sparse)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    else:
+        print(bench.table(rep))
+    return 0
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a GGUF file, a known model's name, or 'default' (see `ggufsparse models`)")
     p.add_argument("-n", "--n-predict", type=int, default=256, help="most tokens to generate (default 256)")
@@ -306,6 +325,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("bench", help="dense vs sparse tokens/s with llama-bench",
+                       description="Run llama.cpp's llama-bench on DENSE and SPARSE alternately (one call "
+                       "per model and repetition, so the machine's drift falls on both), and print the "
+                       "median tokens/s of decode (tg) and prompt processing (pp) and the sparse/dense ratio.")
+    p.add_argument("dense", help="the dense GGUF (or a known model's name, or 'default')")
+    p.add_argument("sparse", help="the sparse GGUF made from it")
+    p.add_argument("-r", "--reps", type=int, default=5, help="repetitions of each model (default 5)")
+    p.add_argument("--tg", type=int, default=128, help="tokens generated per decode test (default 128; 0: none)")
+    p.add_argument("--pp", type=int, default=512, help="prompt tokens per prompt test (default 512; 0: none)")
+    p.add_argument("-t", "--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--json", action="store_true", help="print medians, ratios and every run as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("inspect", help="show a GGUF's sparsity data",
                        description="Method, recipe, calibration, per-layer sparsity measured on the "

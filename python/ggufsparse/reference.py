@@ -193,3 +193,14 @@ def evaluate(model, configs: list[BakedThresholds], windows: np.ndarray, first: 
             q.top1_same += int((logp.argmax(-1) == dense_logp.argmax(-1)).sum())
             q.n += int(tgt.numel())
     return results
+
+
+def window_logits(model, config: BakedThresholds, windows: np.ndarray) -> np.ndarray:
+    """The logits of `config`'s model for every position of each window, [n, ctx, vocab] float32:
+    what the runtime should produce for the same file."""
+    out = []
+    with SparseForward(model.layers, config, Counters()), torch.inference_mode():
+        for row in windows:
+            logits = model.model(input_ids=torch.from_numpy(row[None, :]), use_cache=False).logits
+            out.append(logits[0].float().numpy())
+    return np.stack(out)

@@ -1,0 +1,150 @@
+"""The patched runtime with sparsity tensors: against the dense model, against the PyTorch
+reference of the converter, its sparsity report and llama.cpp's own tools on a sparse file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import logits_of
+import numpy as np
+import pytest
+from ggufsparse import reference, torch_model
+from ggufsparse.paths import shared_data_dir
+from ggufsparse.tokenizer import gguf_tokenizer
+
+pytestmark = [pytest.mark.runtime, pytest.mark.model]
+
+SMALL = ["--calib-tokens", "2048", "--calib-seq-len", "256", "-q"]
+
+
+def ggufsparse(*args: str) -> None:
+    proc = subprocess.run(["ggufsparse", *args], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def float_model(tmp_path_factory) -> Path:
+    """SmolLM2's shapes in F32 with random weights, four layers: its transposed copies are exact."""
+    out = tmp_path_factory.mktemp("f32") / "f32.gguf"
+    ggufsparse("synth", "--shape", "smollm2-135m", "--type", "f32", "--layers", "4", "-o", str(out), "-q")
+    return out
+
+
+@pytest.fixture(scope="module")
+def zero_thresholds(float_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("zero") / "zero.gguf"
+    ggufsparse("convert", str(float_model), "-o", str(out), "--sparsity", "0", "--attn-sparsity", "0", *SMALL)
+    return out
+
+
+@pytest.fixture(scope="module")
+def chess_file(default_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("chess") / "chess.gguf"
+    ggufsparse("convert", str(default_model), "-o", str(out), "--sparsity", "0.5", "--attn-sparsity", "0.5", *SMALL)
+    return out
+
+
+@pytest.fixture(scope="module")
+def wiki_windows(default_model, tmp_path_factory) -> tuple[np.ndarray, Path]:
+    """2048 WikiText-2 test tokens: four windows of 512, cut as llama-perplexity cuts them."""
+    tokenize, bos = gguf_tokenizer(default_model)
+    windows = reference.text_windows(shared_data_dir() / "wikitext2" / "wiki.test.raw", tokenize, bos, 512, 4)
+    path = tmp_path_factory.mktemp("wiki") / "windows.npy"
+    np.save(path, windows)
+    return windows, path
+
+
+@pytest.mark.parametrize("n_batch", [1, 512])
+def test_zero_thresholds_give_the_dense_logits(float_model, zero_thresholds, n_batch, tmp_path):
+    # n_batch 1: every token through the skipping kernels; 512: dense products on thresholded inputs.
+    # llama.cpp itself differs between those two paths by float rounding: that is the tolerance.
+    dense = logits_of.in_subprocess(float_model, tmp_path / "dense.npy", n_batch=n_batch)
+    other = logits_of.in_subprocess(float_model, tmp_path / "other.npy", n_batch=513 - n_batch)
+    sparse = logits_of.in_subprocess(zero_thresholds, tmp_path / "sparse.npy", n_batch=n_batch)
+    noise = float(np.abs(other - dense).max())
+    diff = float(np.abs(sparse - dense).max())
+    scale = float(np.abs(dense).max())
+    print(f"n_batch {n_batch}: max abs diff {diff:.3g}; dense n_batch 1 vs 512: {noise:.3g}; largest |logit| {scale:.3g}")
+    assert diff <= 2 * noise + 1e-5 * scale
+
+
+def test_dense_switch_computes_the_original_model(default_model, chess_file, tmp_path):
+    dense = logits_of.in_subprocess(default_model, tmp_path / "dense.npy", n_batch=1)
+    sparse = logits_of.in_subprocess(chess_file, tmp_path / "sparse.npy", n_batch=1)
+    switched = logits_of.in_subprocess(chess_file, tmp_path / "switched.npy", n_batch=1,
+                                       env={"GGUFSPARSE_DENSE": "1"})
+    assert np.abs(sparse - dense).max() > 0.1  # the thresholds act
+    assert np.array_equal(switched, dense)
+
+
+@pytest.fixture(scope="module")
+def float_smollm2_masked(default_model, tmp_path_factory) -> Path:
+    """SmolLM2 in F32 (real weights) with CHESS files' tensors, its FFN thresholds replaced by a
+    fixed mask (0: always active, f32 max: never): exact transposed copies, and no channel sits
+    near its threshold, so float rounding cannot flip one."""
+    import gguf
+    import torch
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("f32chess")
+    model = torch_model.load(default_model).model.to(torch.float32)
+    model.save_pretrained(root / "hf")
+    AutoTokenizer.from_pretrained(default_model.parent, gguf_file=default_model.name).save_pretrained(root / "hf")
+    out = root / "masked.gguf"
+    ggufsparse("convert", str(root / "hf"), "--outtype", "f32", "-o", str(out), "--sparsity", "0.5", *SMALL)
+    reader = gguf.GGUFReader(out, "r+")
+    rng = np.random.default_rng(0)
+    for t in reader.tensors:
+        if t.name.endswith("ffn_gate_thr"):
+            t.data[:] = np.where(rng.random(t.data.shape) < 0.5, np.finfo(np.float32).max, 0.0)
+    del reader
+    return out
+
+
+@pytest.mark.parametrize("n_batch", [1, 512])
+def test_runtime_computes_the_reference_with_a_fixed_mask(float_smollm2_masked, wiki_windows, n_batch, tmp_path):
+    windows, path = wiki_windows
+    runtime = logits_of.in_subprocess(float_smollm2_masked, tmp_path / "rt.npy", windows=path, n_batch=n_batch)
+    model = torch_model.load(float_smollm2_masked)
+    ref = reference.window_logits(model, reference.BakedThresholds.read(float_smollm2_masked, model.n_layers), windows)
+    top1 = float((runtime.argmax(-1) == ref.argmax(-1)).mean())
+    print(f"n_batch {n_batch}, {windows.size} tokens: top-1 agreement {top1:.4f}, "
+          f"max abs diff {np.abs(runtime - ref).max():.3g}")
+    assert top1 >= 0.99
+
+
+def test_stats_report_the_sparsity_the_reference_measures(chess_file, wiki_windows, tmp_path):
+    windows, path = wiki_windows
+    stats = tmp_path / "stats.json"
+    logits_of.in_subprocess(chess_file, tmp_path / "rt.npy", windows=path, n_batch=512,
+                            env={"GGUFSPARSE_STATS": str(stats)})
+    report = json.loads(stats.read_text())
+    model = torch_model.load(chess_file)
+    [q] = reference.evaluate(model, [reference.BakedThresholds.read(chess_file, model.n_layers)], windows,
+                             progress=False)
+    for site in ("ffn", "attn_q", "attn_output"):
+        assert len(report[site]["layers"]) == model.n_layers
+        assert report[site]["total"] == windows.size * report[site]["total"] // windows.size
+        assert abs(report[site]["fraction"] - q.counters.sparsity(site)) < 0.02, site
+
+
+def test_stats_of_a_dense_model_report_nothing_skipped(default_model, tmp_path):
+    stats = tmp_path / "stats.json"
+    logits_of.in_subprocess(default_model, tmp_path / "d.npy", env={"GGUFSPARSE_STATS": str(stats)})
+    report = json.loads(stats.read_text())
+    assert set(report) == {"format"}
+
+
+def test_llama_perplexity_and_llama_cli_run_the_sparse_file(chess_file, runtime):
+    wiki = shared_data_dir() / "wikitext2" / "wiki.test.raw"
+    ppl = subprocess.run([str(runtime.tools["llama-perplexity"]), "-m", str(chess_file), "-f", str(wiki),
+                          "-c", "128", "--chunks", "4", "-t", "2"], check=False, capture_output=True, text=True, timeout=600)
+    assert ppl.returncode == 0, ppl.stderr[-2000:]
+    assert "Final estimate: PPL" in ppl.stdout + ppl.stderr
+    cli = subprocess.run([str(runtime.tools["llama-cli"]), "-m", str(chess_file), "-p", "What is the capital of France?",
+                          "-n", "16", "-st", "-t", "2", "--temp", "0"],
+                         check=False, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert "Paris" in cli.stdout.split("What is the capital of France?")[-1]
