@@ -148,3 +148,22 @@ def test_llama_perplexity_and_llama_cli_run_the_sparse_file(chess_file, runtime)
                          check=False, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert "Paris" in cli.stdout.split("What is the capital of France?")[-1]
+
+
+def test_bench_alternates_both_models_and_reports_the_ratio_of_medians(default_model, chess_file):
+    proc = subprocess.run(["ggufsparse", "bench", str(default_model), str(chess_file), "-r", "3", "--tg", "8",
+                           "--pp", "16", "--json", "-q"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert set(rep["tests"]) == {"tg8", "pp16"}
+    for r in rep["tests"].values():
+        assert len(r["dense_runs"]) == len(r["sparse_runs"]) == 3
+        assert r["dense_tps"] == float(np.median(r["dense_runs"])) > 0
+        assert r["ratio"] == pytest.approx(float(np.median(r["sparse_runs"])) / r["dense_tps"])
+
+
+def test_bench_bad_input_is_one_line_and_exit_2(default_model, tmp_path):
+    proc = subprocess.run(["ggufsparse", "bench", str(default_model), str(tmp_path / "missing.gguf")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "missing.gguf" in proc.stderr
