@@ -105,10 +105,13 @@ def test_input_is_not_touched_and_output_needs_force(default_model, converted, t
 
 
 def test_converted_file_runs_in_the_patched_runtime(default_model, converted, tmp_path):
-    # no sparse ops in the graph yet: the file must load and compute exactly what the original does
+    # with its sparsity switched off the file computes exactly what the original does; with it on,
+    # the thresholds change the logits
     dense = logits_of.in_subprocess(default_model, tmp_path / "dense.npy")
+    switched_off = logits_of.in_subprocess(converted, tmp_path / "off.npy", env={"GGUFSPARSE_DENSE": "1"})
+    np.testing.assert_array_equal(dense, switched_off)
     sparse = logits_of.in_subprocess(converted, tmp_path / "sparse.npy")
-    np.testing.assert_array_equal(dense, sparse)
+    assert np.abs(sparse - dense).max() > 0.1
 
 
 def test_inspect_lists_method_layers_tensors_and_overhead(converted):
