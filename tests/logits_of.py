@@ -36,11 +36,8 @@ def main(model: str, out: str, n_batch: int, windows: str | None) -> None:
 
     rows = np.load(windows) if windows else None
     n_ctx = max(256, rows.shape[1]) if rows is not None else 256
-    # an F32 KV cache when comparing with float references: F16 keys and values perturb every
-    # activation by ~1e-3, enough to move channels across their thresholds
-    kv = {"type_k": 0, "type_v": 0} if os.environ.get("LOGITS_OF_KV_F32") else {}
     llm = Llama(model_path=model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, logits_all=True,
-                verbose=False, n_threads=2, **kv)
+                verbose=False, n_threads=2)
     if rows is None:
         tokens = llm.tokenize(TEXT.encode())
         llm.eval(tokens)

@@ -124,21 +124,25 @@ static inline __m256 sparse_i8x8_to_ps(__m128i v) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
 }
 
-static void sparse_axpy4_q8_0(const char * const rows[4], const float c[4], float * y, int64_t nb) {
-    for (int64_t b = 0; b < nb; b++) {
-        float * yb = y + 32*b;
-        __m256 a0 = _mm256_loadu_ps(yb), a1 = _mm256_loadu_ps(yb + 8), a2 = _mm256_loadu_ps(yb + 16), a3 = _mm256_loadu_ps(yb + 24);
-        for (int r = 0; r < 4; r++) {
-            const block_q8_0 * blk = (const block_q8_0 *) rows[r] + b;
-            const __m256 sc = _mm256_set1_ps(c[r] * GGML_CPU_FP16_TO_FP32(blk->d));
-            const __m128i q0 = _mm_loadu_si128((const __m128i *) blk->qs);
-            const __m128i q1 = _mm_loadu_si128((const __m128i *) (blk->qs + 16));
-            a0 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(q0), a0);
-            a1 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(q0, 8)), a1);
-            a2 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(q1), a2);
-            a3 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(q1, 8)), a3);
-        }
-        _mm256_storeu_ps(yb, a0); _mm256_storeu_ps(yb + 8, a1); _mm256_storeu_ps(yb + 16, a2); _mm256_storeu_ps(yb + 24, a3);
+// acc[0..3] (32 floats) += sc * (32 int8: elements 0-15 in lo, 16-31 in hi)
+static inline void sparse_fma_i8x32(__m256 sc, __m128i lo, __m128i hi, __m256 acc[4]) {
+    acc[0] = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(lo), acc[0]);
+    acc[1] = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(lo, 8)), acc[1]);
+    acc[2] = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(hi), acc[2]);
+    acc[3] = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(hi, 8)), acc[3]);
+}
+
+static inline void sparse_load32(const float * y, __m256 acc[4]) {
+    for (int i = 0; i < 4; i++) {
+        acc[i] = _mm256_loadu_ps(y + 8*i);
+    }
+}
+
+// y[0..32) = acc + offset
+static inline void sparse_store32(float * y, const __m256 acc[4], float offset) {
+    const __m256 off = _mm256_set1_ps(offset);
+    for (int i = 0; i < 4; i++) {
+        _mm256_storeu_ps(y + 8*i, _mm256_add_ps(acc[i], off));
     }
 }
 
@@ -150,46 +154,49 @@ static inline void sparse_nibbles(const uint8_t * qs, __m128i * lo, __m128i * hi
     *hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
 }
 
+static void sparse_axpy4_q8_0(const char * const rows[4], const float c[4], float * y, int64_t nb) {
+    for (int64_t b = 0; b < nb; b++) {
+        __m256 acc[4];
+        sparse_load32(y + 32*b, acc);
+        for (int r = 0; r < 4; r++) {
+            const block_q8_0 * blk = (const block_q8_0 *) rows[r] + b;
+            sparse_fma_i8x32(_mm256_set1_ps(c[r] * GGML_CPU_FP16_TO_FP32(blk->d)),
+                             _mm_loadu_si128((const __m128i *) blk->qs),
+                             _mm_loadu_si128((const __m128i *) (blk->qs + 16)), acc);
+        }
+        sparse_store32(y + 32*b, acc, 0.0f);
+    }
+}
+
 static void sparse_axpy4_q4_0(const char * const rows[4], const float c[4], float * y, int64_t nb) {
     const __m128i eight = _mm_set1_epi8(8);
     for (int64_t b = 0; b < nb; b++) {
-        float * yb = y + 32*b;
-        __m256 a0 = _mm256_loadu_ps(yb), a1 = _mm256_loadu_ps(yb + 8), a2 = _mm256_loadu_ps(yb + 16), a3 = _mm256_loadu_ps(yb + 24);
+        __m256 acc[4];
+        sparse_load32(y + 32*b, acc);
         for (int r = 0; r < 4; r++) {
             const block_q4_0 * blk = (const block_q4_0 *) rows[r] + b;
-            const __m256 sc = _mm256_set1_ps(c[r] * GGML_CPU_FP16_TO_FP32(blk->d));
             __m128i lo, hi;
             sparse_nibbles(blk->qs, &lo, &hi);
-            lo = _mm_sub_epi8(lo, eight);
-            hi = _mm_sub_epi8(hi, eight);
-            a0 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(lo), a0);
-            a1 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(lo, 8)), a1);
-            a2 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(hi), a2);
-            a3 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(hi, 8)), a3);
+            sparse_fma_i8x32(_mm256_set1_ps(c[r] * GGML_CPU_FP16_TO_FP32(blk->d)),
+                             _mm_sub_epi8(lo, eight), _mm_sub_epi8(hi, eight), acc);
         }
-        _mm256_storeu_ps(yb, a0); _mm256_storeu_ps(yb + 8, a1); _mm256_storeu_ps(yb + 16, a2); _mm256_storeu_ps(yb + 24, a3);
+        sparse_store32(y + 32*b, acc, 0.0f);
     }
 }
 
 static void sparse_axpy4_q4_1(const char * const rows[4], const float c[4], float * y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++) {
-        float * yb = y + 32*b;
-        __m256 a0 = _mm256_loadu_ps(yb), a1 = _mm256_loadu_ps(yb + 8), a2 = _mm256_loadu_ps(yb + 16), a3 = _mm256_loadu_ps(yb + 24);
+        __m256 acc[4];
+        sparse_load32(y + 32*b, acc);
         float offset = 0.0f; // sum of c[r] * m over the four blocks: w = d*q + m
         for (int r = 0; r < 4; r++) {
             const block_q4_1 * blk = (const block_q4_1 *) rows[r] + b;
-            const __m256 sc = _mm256_set1_ps(c[r] * GGML_CPU_FP16_TO_FP32(blk->d));
             offset += c[r] * GGML_CPU_FP16_TO_FP32(blk->m);
             __m128i lo, hi;
             sparse_nibbles(blk->qs, &lo, &hi);
-            a0 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(lo), a0);
-            a1 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(lo, 8)), a1);
-            a2 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(hi), a2);
-            a3 = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(hi, 8)), a3);
+            sparse_fma_i8x32(_mm256_set1_ps(c[r] * GGML_CPU_FP16_TO_FP32(blk->d)), lo, hi, acc);
         }
-        const __m256 off = _mm256_set1_ps(offset);
-        _mm256_storeu_ps(yb, _mm256_add_ps(a0, off)); _mm256_storeu_ps(yb + 8, _mm256_add_ps(a1, off));
-        _mm256_storeu_ps(yb + 16, _mm256_add_ps(a2, off)); _mm256_storeu_ps(yb + 24, _mm256_add_ps(a3, off));
+        sparse_store32(y + 32*b, acc, offset);
     }
 }
 
@@ -215,9 +222,8 @@ static void sparse_axpy4_f32(const char * const rows[4], const float c[4], float
     }
 }
 
-// the fused kernel for wt's type over an output slice of len elements starting at j0, or NULL
-static sparse_axpy4_t sparse_axpy4_for(enum ggml_type type, int64_t j0, int64_t len) {
-    GGML_UNUSED(j0);
+// the fused kernel for wt's type over an output slice of len elements, or NULL
+static sparse_axpy4_t sparse_axpy4_for(enum ggml_type type, int64_t len) {
     if (len % 32 != 0) {
         return NULL;
     }
@@ -231,44 +237,38 @@ static sparse_axpy4_t sparse_axpy4_for(enum ggml_type type, int64_t j0, int64_t 
     }
 }
 #else
-static sparse_axpy4_t sparse_axpy4_for(enum ggml_type type, int64_t j0, int64_t len) {
-    GGML_UNUSED(type); GGML_UNUSED(j0); GGML_UNUSED(len);
+static sparse_axpy4_t sparse_axpy4_for(enum ggml_type type, int64_t len) {
+    GGML_UNUSED(type); GGML_UNUSED(len);
     return NULL;
 }
 #endif
 
-// y[:,t] over this thread's slice with the fused kernel: the active rows, four at a time, while
-// the next four rows' segments are prefetched (short row segments defeat the hardware prefetcher)
+// y[:,t] over this thread's slice with the fused kernel: the active rows, four at a time
 static void axpy_sparse_fused(sparse_axpy4_t kernel, const struct ggml_tensor * wt, const float * hv, int64_t k,
-                              int64_t j0, int64_t len, float * y, int32_t * active) {
-    const int64_t bs   = ggml_blck_size(wt->type);
-    const size_t  offs = (size_t) (j0 / bs) * ggml_type_size(wt->type);
-    const size_t  seg  = (size_t) (len / bs) * ggml_type_size(wt->type);
-    const int64_t nb32 = len / 32;
+                              int64_t j0, int64_t len, float * y) {
+    const size_t  offs = (size_t) (j0 / ggml_blck_size(wt->type)) * ggml_type_size(wt->type);
     const char  * base = (const char *) wt->data + offs;
-
-    int64_t n_active = 0;
+    const char  * rows[4];
+    float c[4];
+    int n = 0;
     for (int64_t i = 0; i < k; i++) {
-        active[n_active] = (int32_t) i;
-        n_active += hv[i] != 0.0f;
+        if (hv[i] == 0.0f) {
+            continue;
+        }
+        rows[n] = base + i*wt->nb[1];
+        c[n] = hv[i];
+        if (++n == 4) {
+            kernel(rows, c, y, len / 32);
+            n = 0;
+        }
     }
-
-    for (int64_t g = 0; g < n_active; g += 4) {
-        for (int64_t p = g + 4; p < g + 8 && p < n_active; p++) {
-            const char * row = base + active[p]*wt->nb[1];
-            for (size_t off = 0; off < seg; off += SPARSE_CACHE_LINE) {
-                __builtin_prefetch(row + off, 0, 3);
-            }
+    if (n > 0) {
+        // pad with zero coefficients on a row already read
+        for (int r = n; r < 4; r++) {
+            rows[r] = rows[0];
+            c[r] = 0.0f;
         }
-        const char * rows[4];
-        float c[4];
-        for (int r = 0; r < 4; r++) {
-            // past the end: a zero coefficient on a row already read
-            const int64_t i = g + r < n_active ? active[g + r] : active[g];
-            rows[r] = base + i*wt->nb[1];
-            c[r]    = g + r < n_active ? hv[i] : 0.0f;
-        }
-        kernel(rows, c, y, nb32);
+        kernel(rows, c, y, len / 32);
     }
 }
 
@@ -294,15 +294,15 @@ void ggml_compute_forward_axpy_sparse(const struct ggml_compute_params * params,
     if (len == 0) {
         return;
     }
-    float * tmp = (float *) ((char *) params->wdata + ith * GGML_PAD((n + 1) * sizeof(float) + k * sizeof(int32_t), SPARSE_CACHE_LINE));
-    const sparse_axpy4_t fused = sparse_axpy4_for(wt->type, j0, len);
+    float * tmp = (float *) ((char *) params->wdata + ith * GGML_PAD((n + 1) * sizeof(float), SPARSE_CACHE_LINE));
+    const sparse_axpy4_t fused = sparse_axpy4_for(wt->type, len);
 
     for (int64_t t = 0; t < m; t++) {
         const float * hv = (const float *) ((const char *) h->data + t*h->nb[1]);
         float       * y  = (float *) ((char *) dst->data + t*dst->nb[1]) + j0;
         memset(y, 0, len * sizeof(float));
         if (fused) {
-            axpy_sparse_fused(fused, wt, hv, k, j0, len, y, (int32_t *) (tmp + n + 1));
+            axpy_sparse_fused(fused, wt, hv, k, j0, len, y);
             continue;
         }
         for (int64_t i = 0; i < k; i++) {
@@ -326,8 +326,7 @@ size_t ggml_sparse_op_work_size(const struct ggml_tensor * node, int n_tasks) {
         case GGML_OP_MUL_MAT_ROWS:
             return mul_mat_rows_x_size(node);
         case GGML_OP_AXPY_SPARSE:
-            // per thread: a dequantized row segment, then the list of active rows
-            return (size_t) n_tasks * GGML_PAD((node->src[0]->ne[0] + 1) * sizeof(float) + node->src[0]->ne[1] * sizeof(int32_t), SPARSE_CACHE_LINE);
+            return (size_t) n_tasks * GGML_PAD((node->src[0]->ne[0] + 1) * sizeof(float), SPARSE_CACHE_LINE);
         default:
             return 0;
     }

@@ -27,9 +27,9 @@ class Speeds:
         return statistics.median(self.runs[test])
 
 
-def _one_run(bench: Path, model: Path, tg: int, pp: int, threads: int, env: dict | None) -> dict[str, float]:
+def _one_run(bench: Path, model: Path, tg: int, pp: int, threads: int) -> dict[str, float]:
     cmd = [str(bench), "-m", str(model), "-r", "1", "-n", str(tg), "-p", str(pp), "-t", str(threads), "-o", "json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"llama-bench failed on {model}: {last}")
@@ -40,8 +40,8 @@ def _one_run(bench: Path, model: Path, tg: int, pp: int, threads: int, env: dict
     return speeds
 
 
-def run(dense: Path, sparse: Path, reps: int, tg: int, pp: int, threads: int, progress: bool = True,
-        env: dict | None = None) -> tuple[Speeds, Speeds]:
+def run(dense: Path, sparse: Path, reps: int, tg: int, pp: int, threads: int,
+        progress: bool = True) -> tuple[Speeds, Speeds]:
     from tqdm import tqdm
 
     for m in (dense, sparse):
@@ -51,7 +51,7 @@ def run(dense: Path, sparse: Path, reps: int, tg: int, pp: int, threads: int, pr
     results = (Speeds(str(dense)), Speeds(str(sparse)))
     for _ in tqdm(range(reps), desc="benchmark", unit="rep", disable=not progress):
         for model, speeds in zip((dense, sparse), results):
-            for test, ts in _one_run(bench, model, tg, pp, threads, env).items():
+            for test, ts in _one_run(bench, model, tg, pp, threads).items():
                 speeds.runs.setdefault(test, []).append(ts)
     return results
 
