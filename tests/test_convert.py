@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from ggufsparse import layout
 from ggufsparse.calib_text import default_calibration_file
+from packed_layout import unpack
 
 pytestmark = [pytest.mark.runtime, pytest.mark.model]
 
@@ -65,13 +66,14 @@ def test_extra_tensors_have_the_runtime_shapes(default_model, converted):
     down, thr, down_t = dst["blk.3.ffn_down.weight"], dst["blk.3.ffn_gate_thr"], dst["blk.3.ffn_down_t.weight"]
     n_embd, n_ff = down.shape[1], down.shape[0]  # ggml order: down is {n_ff, n_embd}
     assert list(thr.shape) == [n_ff] and thr.tensor_type == gguf.GGMLQuantizationType.F32
-    assert list(down_t.shape) == [n_embd, n_ff]
-    # the transposed copy holds the same matrix (requantised: close, not equal)
-    dense = gguf.dequantize(down.data, down.tensor_type)
-    back = gguf.dequantize(down_t.data, down_t.tensor_type)
-    assert back.shape == dense.T.shape
-    assert np.abs(back - dense.T).max() < 0.05 * np.abs(dense).max()
-    assert np.corrcoef(back.ravel(), dense.T.ravel())[0, 1] > 0.99
+    # the default model is Q4_1 with n_embd a multiple of 32: its copy is packed, one column of
+    # bytes per 32 FFN channels, and holds the original blocks exactly
+    assert down.tensor_type == gguf.GGMLQuantizationType.Q4_1
+    assert down_t.tensor_type == gguf.GGMLQuantizationType.I8
+    assert list(down_t.shape) == [20 * n_embd, n_ff // 32]
+    blocks, qtype = unpack(down_t.data, n_out=n_embd)
+    assert qtype == down.tensor_type
+    np.testing.assert_array_equal(blocks, np.asarray(down.data).view(np.uint8))
 
 
 def test_metadata_says_how_the_file_was_made(converted):
@@ -254,8 +256,12 @@ def test_hugging_face_folder_converts(hf_folder, tmp_path, quantize):
     want = gguf.GGMLQuantizationType.Q4_0 if quantize else gguf.GGMLQuantizationType.F16
     assert tensors["blk.0.ffn_down.weight"].tensor_type == want
     down, down_t = tensors["blk.5.ffn_down.weight"], tensors["blk.5.ffn_down_t.weight"]
-    assert down_t.tensor_type == want
-    if not quantize:  # a float copy is an exact transpose
+    if quantize:  # Q4_0 is packed: the original blocks, rearranged
+        assert down_t.tensor_type == gguf.GGMLQuantizationType.I8
+        blocks, qtype = unpack(down_t.data, n_out=down.shape[1])
+        assert qtype == want and np.array_equal(blocks, np.asarray(down.data).view(np.uint8))
+    else:  # a float copy is an exact transpose
+        assert down_t.tensor_type == want
         assert np.array_equal(np.asarray(down_t.data), np.asarray(down.data).T)
     proc = run("generate", str(out), "-p", "The capital of France is", "-n", "8", "--temp", "0")
     assert proc.returncode == 0 and len(proc.stdout) > len("The capital of France is"), proc.stderr
@@ -269,8 +275,8 @@ def test_folder_without_config_is_refused(tmp_path):
 
 
 def test_gemma3_geglu_model_converts(tmp_path):
-    """The second architecture: tanh-GELU gated FFN, K-quant weights whose transposed rows (640)
-    are no multiple of 256 and fall back to 32-block types."""
+    """The second architecture: tanh-GELU gated FFN, K-quant weights requantised to a packable
+    32-block type (Q4_K -> Q4_1, Q6_K -> Q8_0), Q5_0 weights copied as Q5_0 rows."""
     from ggufsparse.models import resolve
 
     out = tmp_path / "gemma.gguf"
@@ -280,10 +286,15 @@ def test_gemma3_geglu_model_converts(tmp_path):
     src = {t.name: t for t in gguf.GGUFReader(resolve("gemma3-270m-q4_k_m")).tensors}
     dst = {t.name: t for t in gguf.GGUFReader(out).tensors}
     T = gguf.GGMLQuantizationType
-    fallback = {T.Q4_K: T.Q4_1, T.Q6_K: T.Q8_0, T.Q5_0: T.Q5_0, T.Q8_0: T.Q8_0}
+    packed_as = {T.Q4_K: T.Q4_1, T.Q6_K: T.Q8_0}
     for i in range(18):
-        assert dst[f"blk.{i}.ffn_down_t.weight"].tensor_type == fallback[src[f"blk.{i}.ffn_down.weight"].tensor_type]
-        assert dst[f"blk.{i}.attn_q_t.weight"].tensor_type == src[f"blk.{i}.attn_q.weight"].tensor_type  # rows 1024
+        down, down_t = src[f"blk.{i}.ffn_down.weight"], dst[f"blk.{i}.ffn_down_t.weight"]
+        assert down_t.tensor_type == T.I8
+        blocks, qtype = unpack(down_t.data, n_out=down.shape[1])
+        assert qtype == packed_as[down.tensor_type]
+        original = gguf.dequantize(down.data, down.tensor_type)
+        assert np.corrcoef(gguf.dequantize(blocks, qtype).ravel(), original.ravel())[0, 1] > 0.99
+        assert dst[f"blk.{i}.attn_q_t.weight"].tensor_type == src[f"blk.{i}.attn_q.weight"].tensor_type  # Q5_0 rows
     fields = gguf.GGUFReader(out).fields
     assert all(abs(s - 0.5) < 0.01 for s in fields[layout.Keys.CALIB_FFN_SPARSITY].contents())
     proc = run("generate", str(out), "-p", "The capital of France is", "-n", "8", "--temp", "0")

@@ -77,7 +77,24 @@ def _bad_transposed_shape(extras):
     return [extras[0], ExtraTensor(w.name, np.ascontiguousarray(w.data.T), w.ggml_type)]
 
 
+def _packed(extras, trim: int = 0):
+    """Layer 0's ffn_down packed (a Q4_1 weight: 20 bytes per output), `trim` bytes short a column."""
+    from ggufsparse import ggml_quant
+    from ggufsparse.models import resolve
+
+    reader = gguf.GGUFReader(resolve("default"))
+    down = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
+    n_ff, n_embd = int(down.shape[0]), int(down.shape[1])
+    data = ggml_quant.pack_transposed(down.data, down.tensor_type, n_ff, n_embd)
+    data = np.ascontiguousarray(data[:, : data.shape[1] - trim])
+    return [extras[0], ExtraTensor(extras[1].name, data, gguf.GGMLQuantizationType.I8)]
+
+
 MALFORMED = {
+    "packed weight in a format 1 file": (_packed, [version_key(1)], layout.FFN_DOWN_T.name(0),
+                                         "packed transposed weight"),
+    "packed weight with a wrong column size": (lambda e: _packed(e, trim=64), None, layout.FFN_DOWN_T.name(0),
+                                               "packed transposed weight"),
     "threshold of the wrong shape": (_bad_threshold_shape, None, layout.FFN_GATE_THR.name(0), "wrong shape"),
     "threshold not f32": (_bad_threshold_type, None, layout.FFN_GATE_THR.name(0), "must be f32"),
     "transposed weight not transposed": (_bad_transposed_shape, None, layout.FFN_DOWN_T.name(0), "wrong shape"),

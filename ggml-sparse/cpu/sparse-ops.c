@@ -2,11 +2,13 @@
 //
 // sparse_act:   y = act(a) where |act(a)| > thr, else 0           (rows split over elements)
 // mul_mat_rows: y[r,t] = mask[r,t] != 0 ? dot(w[r], x[:,t]) : 0   (rows split across threads)
-// axpy_sparse:  y[:,t] = sum_{i: h[i,t] != 0} h[i,t] * wt[i,:]     (output split across threads)
+// axpy_sparse:  y[:,t] = sum_{i: h[i,t] != 0} h[i,t] * wt[i,:]     (output split across threads;
+//               packed Q4_0/Q4_1/Q8_0 weights in sparse-packed.c)
 //
 // Every weight type goes through the type traits (vec_dot, to_float), as ggml_mul_mat does.
 
 #include "sparse-ops.h"
+#include "sparse-packed.h"
 
 #define GGML_COMMON_DECL_C
 #include "ggml-common.h"
@@ -275,6 +277,10 @@ static void axpy_sparse_fused(sparse_axpy4_t kernel, const struct ggml_tensor * 
 void ggml_compute_forward_axpy_sparse(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
     const struct ggml_tensor * wt = dst->src[0];
     const struct ggml_tensor * h  = dst->src[1];
+    if (wt->type == GGML_TYPE_I8) {
+        ggml_sparse_axpy_packed(params, dst);
+        return;
+    }
 
     const int ith = params->ith;
     const int nth = params->nth;
@@ -326,6 +332,9 @@ size_t ggml_sparse_op_work_size(const struct ggml_tensor * node, int n_tasks) {
         case GGML_OP_MUL_MAT_ROWS:
             return mul_mat_rows_x_size(node);
         case GGML_OP_AXPY_SPARSE:
+            if (node->src[0]->type == GGML_TYPE_I8) {
+                return ggml_sparse_axpy_packed_work_size(node, n_tasks);
+            }
             return (size_t) n_tasks * GGML_PAD((node->src[0]->ne[0] + 1) * sizeof(float), SPARSE_CACHE_LINE);
         default:
             return 0;
@@ -344,6 +353,9 @@ bool ggml_sparse_op_supported(const struct ggml_tensor * op) {
                    traits->nrows == 1;
         }
         case GGML_OP_AXPY_SPARSE:
+            if (op->src[0]->type == GGML_TYPE_I8) {
+                return ggml_sparse_axpy_packed_supported(op);
+            }
             return op->src[1]->type == GGML_TYPE_F32 &&
                    (op->src[0]->type == GGML_TYPE_F32 || ggml_get_type_traits(op->src[0]->type)->to_float != NULL) &&
                    op->src[0]->ne[0] % ggml_blck_size(op->src[0]->type) == 0;

@@ -4,9 +4,11 @@
 // sparse_act   vs ggml's own activation op, masked here
 // mul_mat_rows vs ggml_mul_mat, masked here
 // axpy_sparse  vs a double-precision sum over the active rows of the dequantized weight
+// axpy_sparse on packed Q4_0/Q4_1/Q8_0 weights vs ggml_mul_mat on the original weight
 
 #include "ggml.h"
 #include "ggml-cpu.h"
+#include "ggml-sparse.h"
 
 #include <cmath>
 #include <cstdio>
@@ -172,6 +174,47 @@ static void test_sparse_act(ggml_sparse_act_kind kind, int64_t n, int64_t m, boo
     ggml_free(ctx);
 }
 
+// w [k, n] of a packable type, packed by ggml_sparse_pack_transposed: the same products as the
+// dense ggml_mul_mat of the unpacked weight (both quantize h to 8 bits the same way)
+static void test_axpy_packed(ggml_type type, int64_t k, int64_t n, int64_t m, float sparsity, int threads, std::mt19937 & rng) {
+    ggml_context * ctx = new_ctx();
+    ggml_tensor * w = ggml_new_tensor_2d(ctx, type, k, n);
+    fill_weight(w, random_vec(rng, k * n, 0.1f));
+    const size_t col_size = ggml_sparse_packed_column_size(type, n);
+    ggml_tensor * wp = ggml_new_tensor_2d(ctx, GGML_TYPE_I8, (int64_t) col_size, k / 32);
+    CHECK(ggml_sparse_pack_transposed(type, w->data, k, n, wp->data) == ggml_nbytes(wp), "pack %s: wrong size", ggml_type_name(type));
+    ggml_tensor * h = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+    auto hv = random_mask(rng, k * m, sparsity);
+    memcpy(h->data, hv.data(), hv.size() * sizeof(float));
+
+    ggml_tensor * sparse = ggml_axpy_sparse_packed(ctx, wp, h, type);
+    ggml_tensor * dense  = ggml_mul_mat(ctx, w, h);
+    compute(ctx, sparse, threads);
+    compute(ctx, dense, threads);
+    const float * ys = (const float *) sparse->data;
+    const float * yd = (const float *) dense->data;
+    const auto wf = dequant(w);
+    double max_err = 0, scale = 1e-6;
+    for (int64_t t = 0; t < m; t++) {
+        for (int64_t j = 0; j < n; j++) {
+            double mag = 0;
+            for (int64_t i = 0; i < k; i++) {
+                mag += std::fabs((double) hv[t * k + i] * wf[j * k + i]);
+            }
+            scale = std::max(scale, mag);
+            max_err = std::max(max_err, (double) std::fabs(ys[t * n + j] - yd[t * n + j]));
+            if (sparsity == 1.0f) {
+                CHECK(ys[t * n + j] == 0.0f, "axpy packed %s: all inactive but y=%g", ggml_type_name(type), ys[t * n + j]);
+            }
+        }
+    }
+    // Q4_1's dense product uses h's block sums rounded to f16; the packed one sums exactly
+    const double tol = type == GGML_TYPE_Q4_1 ? 1e-3 : 1e-5;
+    CHECK(max_err <= tol * scale, "axpy packed %s k=%lld n=%lld m=%lld s=%.1f t=%d: max err %g (scale %g)",
+          ggml_type_name(type), (long long) k, (long long) n, (long long) m, sparsity, threads, max_err, scale);
+    ggml_free(ctx);
+}
+
 int main() {
     std::mt19937 rng(42);
     const ggml_type types[] = {
@@ -193,6 +236,20 @@ int main() {
             }
         }
     }
+    for (ggml_type type : { GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0 }) {
+        CHECK(ggml_sparse_packed_column_size(type, 48) == 0, "%s: 48 outputs cannot be packed", ggml_type_name(type));
+        for (int threads = 1; threads <= 4; threads++) {
+            for (float s : {0.0f, 0.5f, 1.0f}) {
+                for (int64_t m : {1, 3}) {
+                    // columns of inputs; groups of outputs split unevenly over the threads
+                    test_axpy_packed(type, 7 * 32, 3 * 32, m, s, threads, rng);
+                    test_axpy_packed(type, 5 * 32, 9 * 32, m, s, threads, rng);
+                    cases += 2;
+                }
+            }
+        }
+    }
+    CHECK(ggml_sparse_packed_column_size(GGML_TYPE_Q4_K, 256) == 0, "Q4_K cannot be packed");
     for (int threads = 1; threads <= 4; threads++) {
         for (auto kind : {GGML_SPARSE_ACT_NONE, GGML_SPARSE_ACT_SILU, GGML_SPARSE_ACT_GELU, GGML_SPARSE_ACT_RELU}) {
             for (bool per_channel : {true, false}) {

@@ -33,6 +33,11 @@ def _library() -> ctypes.CDLL:
     lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
     lib.ggml_row_size.restype = ctypes.c_size_t
     lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
+    lib.ggml_sparse_packed_column_size.restype = ctypes.c_size_t
+    lib.ggml_sparse_packed_column_size.argtypes = [ctypes.c_int, ctypes.c_int64]
+    lib.ggml_sparse_pack_transposed.restype = ctypes.c_size_t
+    lib.ggml_sparse_pack_transposed.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                                ctypes.c_void_p]
     return lib
 
 
@@ -50,4 +55,24 @@ def quantize(rows: np.ndarray, qtype) -> np.ndarray:
     written = lib.ggml_quantize_chunk(int(qtype), src.ctypes.data, dst.ctypes.data, 0, n_rows, n_per_row, None)
     if written != dst.nbytes:
         raise RuntimeError(f"ggml_quantize_chunk wrote {written} bytes, expected {dst.nbytes}")
+    return dst
+
+
+def packed_column_size(qtype, n_out: int) -> int:
+    """Bytes of one packed column of a transposed `qtype` weight; 0 if it cannot be packed."""
+    return int(_library().ggml_sparse_packed_column_size(int(qtype), n_out))
+
+
+def pack_transposed(raw: np.ndarray, qtype, n_in: int, n_out: int) -> np.ndarray:
+    """The runtime's packed transposed copy (layout in docs/format.md) of a `qtype` weight whose
+    raw bytes are `raw` (n_out rows of n_in values) -> int8 (n_in/32, column bytes)."""
+    lib = _library()
+    col = packed_column_size(qtype, n_out)
+    if col == 0 or n_in % 32 != 0:
+        raise ValueError(f"a {n_in}x{n_out} {qtype} weight cannot be packed")
+    src = np.ascontiguousarray(raw).view(np.uint8)
+    dst = np.empty((n_in // 32, col), dtype=np.int8)
+    written = lib.ggml_sparse_pack_transposed(int(qtype), src.ctypes.data, n_in, n_out, dst.ctypes.data)
+    if written != dst.nbytes:
+        raise RuntimeError(f"ggml_sparse_pack_transposed wrote {written} bytes, expected {dst.nbytes}")
     return dst

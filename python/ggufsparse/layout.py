@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Bumped when the runtime must change to read a file; the runtime refuses newer versions.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class Keys:

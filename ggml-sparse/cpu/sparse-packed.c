@@ -1,0 +1,337 @@
+// ggufsparse: axpy_sparse on packed transposed weights (layout in ggml-sparse.h).
+//
+// A packed Q4_0 / Q4_1 / Q8_0 copy keeps the original weight's blocks, so the product can run as
+// ggml's own dot products do: h is quantized to Q8_0 once (as ggml_mul_mat quantizes it for these
+// types), each column of 32 inputs accumulates its active inputs in integers for 32 outputs at a
+// time, and one multiply by the two block scales per (output, column) finishes it. Inactive
+// inputs quantize to 0, so the sum over active inputs is the dense dot product's sum exactly;
+// results differ from dense only in the order of the float additions.
+//
+// Threads split the input columns into partial outputs of their own, summed at the end: no two
+// threads write the same element.
+
+#include "sparse-packed.h"
+
+#define GGML_COMMON_DECL_C
+#include "ggml-common.h"
+
+#include "ggml-cpu.h"
+#include "ggml-cpu-impl.h"
+#include "ggml-impl.h"
+#include "ggml-sparse.h"
+#include "simd-mappings.h"
+
+#include <string.h>
+
+#define PACKED_GROUP     32    // outputs per group: one block's worth
+#define PACKED_ACC_BYTES 128   // a group's partial sums: 32 int32 (Q8_0) or 32 int16 (Q4)
+#define PACKED_LINE      64    // scratch alignment: no two threads share a cache line
+
+// which of a Q8_0 block's 32 inputs are non-zero, one bit each
+static inline uint32_t packed_active_inputs(const block_q8_0 * hb) {
+    uint32_t bits = 0;
+    for (int i = 0; i < 32; i++) {
+        bits |= (uint32_t) (hb->qs[i] != 0) << i;
+    }
+    return bits;
+}
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+// the active inputs of a column in pairs: each pair multiplies two interleaved rows of quants by
+// its two h values with one maddubs (|h| unsigned, the quants carrying h's sign)
+typedef struct {
+    const uint8_t * row[2][16];
+    __m256i h_abs[16];
+    __m256i h_sgn[16];
+    int     n;
+    int32_t sum_h;
+} packed_pairs;
+
+static void packed_pairs_of(packed_pairs * p, const block_q8_0 * hb, uint32_t active, const uint8_t * q, size_t q_row) {
+    p->n = 0;
+    p->sum_h = 0;
+    while (active) {
+        const int i1 = __builtin_ctz(active);
+        active &= active - 1;
+        int i2 = i1;   // an odd one out pairs with itself at h = 0
+        int8_t h2 = 0;
+        if (active) {
+            i2 = __builtin_ctz(active);
+            active &= active - 1;
+            h2 = hb->qs[i2];
+        }
+        const int8_t h1 = hb->qs[i1];
+        p->row[0][p->n] = q + i1*q_row;
+        p->row[1][p->n] = q + i2*q_row;
+        p->h_sgn[p->n] = _mm256_set1_epi16((int16_t) ((uint16_t) (uint8_t) h1 | (uint16_t) ((uint8_t) h2) << 8));
+        p->h_abs[p->n] = _mm256_abs_epi8(p->h_sgn[p->n]);
+        p->sum_h += h1 + h2;
+        p->n++;
+    }
+}
+
+// 32 quants of a Q4 row (low nibbles: outputs 0-15, high: 16-31) as int8 minus 8
+static inline __m256i packed_q4_row(const uint8_t * p) {
+    const __m128i v = _mm_loadu_si128((const __m128i *) p);
+    const __m128i m = _mm_set1_epi8(0x0F);
+    const __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+    return _mm256_sub_epi8(q, _mm256_set1_epi8(8));
+}
+
+// products of one pair of rows for 32 outputs: int16, lo = outputs 0-7 | 16-23, hi = 8-15 | 24-31
+static inline void packed_pair_products(const packed_pairs * p, int k, __m256i a, __m256i b, __m256i * lo, __m256i * hi) {
+    *lo = _mm256_maddubs_epi16(p->h_abs[k], _mm256_sign_epi8(_mm256_unpacklo_epi8(a, b), p->h_sgn[k]));
+    *hi = _mm256_maddubs_epi16(p->h_abs[k], _mm256_sign_epi8(_mm256_unpackhi_epi8(a, b), p->h_sgn[k]));
+}
+
+// y[0..32) += dh * (d * (acc + offset) [+ m * dh_sum])
+static inline void packed_finish32(const __m256i acc[4], const ggml_fp16_t * d, const ggml_fp16_t * mn,
+                                   float dh, float offset, float m_scale, float * y) {
+    const __m256 vdh  = _mm256_set1_ps(dh);
+    const __m256 voff = _mm256_set1_ps(offset);
+    for (int k = 0; k < 4; k++) {
+        const __m256 s  = _mm256_add_ps(_mm256_cvtepi32_ps(acc[k]), voff);
+        const __m256 sc = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (d + 8*k))), vdh);
+        __m256 r = _mm256_fmadd_ps(s, sc, _mm256_loadu_ps(y + 8*k));
+        if (mn) {
+            r = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (mn + 8*k))), _mm256_set1_ps(m_scale), r);
+        }
+        _mm256_storeu_ps(y + 8*k, r);
+    }
+}
+
+// outputs in (lo, hi) int16 order to four int32 vectors of 8 consecutive outputs
+static inline void packed_widen(__m256i lo, __m256i hi, __m256i out[4]) {
+    out[0] = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(lo));
+    out[1] = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(hi));
+    out[2] = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(lo, 1));
+    out[3] = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(hi, 1));
+}
+
+// Pairs go in chunks of PACKED_CHUNK, each chunk sweeping the thread's groups: every row is read
+// front to back (a few sequential streams the prefetcher follows), and the partial sums of a
+// chunk wait in `acc`, the thread's scratch of PACKED_ACC_BYTES per group, which stays in L1.
+#define PACKED_CHUNK 4
+
+// Q4_0 / Q4_1: |h| <= 127 and |q - 8| <= 8, so the int16 sums of 16 pairs stay below 32767
+static void packed_column_q4(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
+                             uint32_t active, int64_t g0, int64_t g1, float * y, __m256i * acc) {
+    const ggml_fp16_t * d  = (const ggml_fp16_t *) col;
+    const ggml_fp16_t * mn = type == GGML_TYPE_Q4_1 ? d + n : NULL;
+    const uint8_t     * q  = col + (mn ? 4 : 2) * n;
+    packed_pairs p;
+    packed_pairs_of(&p, hb, active, q, (size_t) n / 2);
+
+    const float dh = GGML_CPU_FP16_TO_FP32(hb->d);
+    // Q4_1 stores q in 0..15: sum q*h = sum (q-8)*h + 8*sum h, and w = d*q + m
+    const float offset  = mn ? 8.0f * (float) p.sum_h : 0.0f;
+    const float m_scale = dh * (float) p.sum_h;
+    for (int k0 = 0; k0 < p.n; k0 += PACKED_CHUNK) {
+        const int  k1   = k0 + PACKED_CHUNK < p.n ? k0 + PACKED_CHUNK : p.n;
+        const bool last = k1 == p.n;
+        const int k2 = k1 + PACKED_CHUNK < p.n ? k1 + PACKED_CHUNK : p.n;
+        for (int64_t g = g0; g < g1; g++) {
+            if ((g & 3) == 0) {
+                // the next chunk's rows at this position: their streams start warm
+                for (int k = k1; k < k2; k++) {
+                    _mm_prefetch((const char *) p.row[0][k] + g*16, _MM_HINT_T0);
+                    _mm_prefetch((const char *) p.row[1][k] + g*16, _MM_HINT_T0);
+                }
+            }
+            __m256i * a = acc + 2*(g - g0);
+            __m256i lo = k0 == 0 ? _mm256_setzero_si256() : _mm256_loadu_si256(a);
+            __m256i hi = k0 == 0 ? _mm256_setzero_si256() : _mm256_loadu_si256(a + 1);
+            for (int k = k0; k < k1; k++) {
+                __m256i plo, phi;
+                packed_pair_products(&p, k, packed_q4_row(p.row[0][k] + g*16), packed_q4_row(p.row[1][k] + g*16), &plo, &phi);
+                lo = _mm256_add_epi16(lo, plo);
+                hi = _mm256_add_epi16(hi, phi);
+            }
+            if (last) {
+                __m256i sums[4];
+                packed_widen(lo, hi, sums);
+                packed_finish32(sums, d + g*32, mn ? mn + g*32 : NULL, dh, offset, m_scale, y + (g - g0)*32);
+            } else {
+                _mm256_storeu_si256(a, lo);
+                _mm256_storeu_si256(a + 1, hi);
+            }
+        }
+    }
+}
+
+// Q8_0: one pair's int16 sum can reach 32258, so every pair is widened to int32
+static void packed_column_q8(const uint8_t * col, int64_t n, const block_q8_0 * hb,
+                             uint32_t active, int64_t g0, int64_t g1, float * y, __m256i * acc) {
+    const ggml_fp16_t * d = (const ggml_fp16_t *) col;
+    const uint8_t     * q = col + 2 * n;
+    packed_pairs p;
+    packed_pairs_of(&p, hb, active, q, (size_t) n);
+
+    const float dh = GGML_CPU_FP16_TO_FP32(hb->d);
+    for (int k0 = 0; k0 < p.n; k0 += PACKED_CHUNK) {
+        const int  k1   = k0 + PACKED_CHUNK < p.n ? k0 + PACKED_CHUNK : p.n;
+        const bool last = k1 == p.n;
+        const int k2 = k1 + PACKED_CHUNK < p.n ? k1 + PACKED_CHUNK : p.n;
+        for (int64_t g = g0; g < g1; g++) {
+            if ((g & 1) == 0) {
+                for (int k = k1; k < k2; k++) {
+                    _mm_prefetch((const char *) p.row[0][k] + g*32, _MM_HINT_T0);
+                    _mm_prefetch((const char *) p.row[1][k] + g*32, _MM_HINT_T0);
+                }
+            }
+            __m256i * a = acc + 4*(g - g0);
+            __m256i sums[4];
+            for (int r = 0; r < 4; r++) {
+                sums[r] = k0 == 0 ? _mm256_setzero_si256() : _mm256_loadu_si256(a + r);
+            }
+            for (int k = k0; k < k1; k++) {
+                __m256i plo, phi, w[4];
+                packed_pair_products(&p, k, _mm256_loadu_si256((const __m256i *) (p.row[0][k] + g*32)),
+                                     _mm256_loadu_si256((const __m256i *) (p.row[1][k] + g*32)), &plo, &phi);
+                packed_widen(plo, phi, w);
+                for (int r = 0; r < 4; r++) {
+                    sums[r] = _mm256_add_epi32(sums[r], w[r]);
+                }
+            }
+            if (last) {
+                packed_finish32(sums, d + g*32, NULL, dh, 0.0f, 0.0f, y + (g - g0)*32);
+            } else {
+                for (int r = 0; r < 4; r++) {
+                    _mm256_storeu_si256(a + r, sums[r]);
+                }
+            }
+        }
+    }
+}
+
+static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
+                          uint32_t active, int64_t g0, int64_t g1, float * y, void * scratch) {
+    if (type == GGML_TYPE_Q8_0) {
+        packed_column_q8(col, n, hb, active, g0, g1, y, (__m256i *) scratch);
+    } else {
+        packed_column_q4(type, col, n, hb, active, g0, g1, y, (__m256i *) scratch);
+    }
+}
+#else
+// y[0, j1-j0) += the column's contribution to outputs [j0, j1), in plain C (CPUs without AVX2)
+static void packed_column_scalar(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
+                                 uint32_t active, int64_t j0, int64_t j1, float * y) {
+    const ggml_fp16_t * d  = (const ggml_fp16_t *) col;
+    const ggml_fp16_t * mn = type == GGML_TYPE_Q4_1 ? d + n : NULL;
+    const uint8_t     * q  = col + (mn ? 4 : 2) * n;
+    const float dh = GGML_CPU_FP16_TO_FP32(hb->d);
+
+    int32_t sum_h = 0;
+    for (int i = 0; i < 32; i++) {
+        sum_h += hb->qs[i];
+    }
+    for (int64_t j = j0; j < j1; j++) {
+        int32_t acc = 0;
+        for (int i = 0; i < 32; i++) {
+            if (!(active >> i & 1)) {
+                continue;
+            }
+            int v;
+            if (type == GGML_TYPE_Q8_0) {
+                v = (int8_t) q[i*n + j];
+            } else {
+                const uint8_t byte = q[i*(n/2) + (j/32)*16 + (j%32)%16];
+                v = (j%32) < 16 ? (byte & 0x0F) : (byte >> 4);
+                v -= type == GGML_TYPE_Q4_0 ? 8 : 0;
+            }
+            acc += v * hb->qs[i];
+        }
+        float r = GGML_CPU_FP16_TO_FP32(d[j]) * (float) acc;
+        if (mn) {
+            r += GGML_CPU_FP16_TO_FP32(mn[j]) * (float) sum_h;   // w = d*q + m
+        }
+        y[j - j0] += dh * r;
+    }
+}
+
+static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
+                          uint32_t active, int64_t g0, int64_t g1, float * y, void * scratch) {
+    GGML_UNUSED(scratch);
+    packed_column_scalar(type, col, n, hb, active, g0*PACKED_GROUP, g1*PACKED_GROUP, y);
+}
+#endif
+
+// a thread's scratch: partial outputs for every token, then the partial sums of one group
+static size_t packed_scratch_size(int64_t n, int64_t m) {
+    return GGML_PAD((size_t) (n * m) * sizeof(float), PACKED_LINE) + GGML_PAD((size_t) (n / PACKED_GROUP) * PACKED_ACC_BYTES, PACKED_LINE);
+}
+
+static size_t packed_hq_size(int64_t k, int64_t m) {
+    return GGML_PAD(ggml_row_size(GGML_TYPE_Q8_0, k) * m, PACKED_LINE);
+}
+
+void ggml_sparse_axpy_packed(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
+    const struct ggml_tensor * wt = dst->src[0];
+    const struct ggml_tensor * h  = dst->src[1];
+    const enum ggml_type type = (enum ggml_type) ggml_get_op_params_i32(dst, 0);
+
+    const int ith = params->ith;
+    const int nth = params->nth;
+    const int64_t n        = dst->ne[0];
+    const int64_t k        = h->ne[0];
+    const int64_t m        = h->ne[1];
+    const int64_t n_cols   = k / 32;
+    const int64_t n_groups = n / PACKED_GROUP;
+
+    // Threads split the columns: each reads whole rows (long sequential streams) into partial
+    // outputs of its own, summed after one barrier. Each thread quantizes h for its own columns,
+    // so no barrier is needed before the products.
+    const int64_t c0 = (n_cols * ith) / nth;
+    const int64_t c1 = (n_cols * (ith + 1)) / nth;
+    const size_t  hq_row  = ggml_row_size(GGML_TYPE_Q8_0, k);
+    char        * scratch = (char *) params->wdata + packed_hq_size(k, m);
+    float       * part    = (float *) (scratch + ith * packed_scratch_size(n, m));
+    void        * acc     = (char *) part + GGML_PAD((size_t) (n * m) * sizeof(float), PACKED_LINE);
+    const ggml_from_float_t to_q8 = ggml_get_type_traits_cpu(GGML_TYPE_Q8_0)->from_float;
+
+    memset(part, 0, (size_t) (n * m) * sizeof(float));
+    for (int64_t t = 0; t < m && c1 > c0; t++) {
+        const float * hv = (const float *) ((const char *) h->data + t*h->nb[1]);
+        block_q8_0  * hq = (block_q8_0 *) ((char *) params->wdata + t*hq_row);
+        to_q8(hv + c0*32, hq + c0, (c1 - c0)*32);
+        for (int64_t c = c0; c < c1; c++) {
+            const uint32_t active = packed_active_inputs(hq + c);
+            if (active == 0) {
+                continue;   // the whole column is skipped: neither scales nor quants are read
+            }
+            packed_column(type, (const uint8_t *) wt->data + c*wt->nb[1], n, hq + c, active, 0, n_groups, part + t*n, acc);
+        }
+    }
+    ggml_barrier(params->threadpool);
+
+    // sum the partial outputs, each thread over its slice of the outputs
+    const int64_t j0 = ((n_groups * ith) / nth) * PACKED_GROUP;
+    const int64_t j1 = ((n_groups * (ith + 1)) / nth) * PACKED_GROUP;
+    for (int64_t t = 0; t < m; t++) {
+        float * y = (float *) ((char *) dst->data + t*dst->nb[1]);
+        memset(y + j0, 0, (size_t) (j1 - j0) * sizeof(float));
+        for (int r = 0; r < nth; r++) {
+            const float * pr = (const float *) (scratch + r * packed_scratch_size(n, m)) + t*n;
+            for (int64_t j = j0; j < j1; j++) {
+                y[j] += pr[j];
+            }
+        }
+    }
+}
+
+size_t ggml_sparse_axpy_packed_work_size(const struct ggml_tensor * node, int n_tasks) {
+    const int64_t k = node->src[1]->ne[0];
+    const int64_t m = node->src[1]->ne[1];
+    return packed_hq_size(k, m) + (size_t) n_tasks * packed_scratch_size(node->ne[0], m);
+}
+
+bool ggml_sparse_axpy_packed_supported(const struct ggml_tensor * op) {
+    const enum ggml_type type = (enum ggml_type) ggml_get_op_params_i32(op, 0);
+    const struct ggml_tensor * wt = op->src[0];
+    const struct ggml_tensor * h  = op->src[1];
+    return wt->type == GGML_TYPE_I8 && h->type == GGML_TYPE_F32 && h->ne[0] == wt->ne[1] * 32 &&
+           ggml_sparse_packed_column_size(type, op->ne[0]) == (size_t) wt->ne[0] &&
+           ggml_is_contiguous(wt);
+}

@@ -1,0 +1,69 @@
+"""Transposed copies: packed ones hold the original blocks exactly; K-quants are requantised to a
+packable type along their rows; shapes that cannot be packed get a plain transposed copy."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+from ggufsparse import ggml_quant
+from ggufsparse.transpose import transposed
+from packed_layout import unpack
+
+pytestmark = [pytest.mark.runtime]
+
+
+def _weight(qtype, n_out: int, n_in: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return ggml_quant.quantize(rng.normal(0, 0.05, (n_out, n_in)).astype(np.float32), qtype)
+
+
+@pytest.mark.parametrize("qtype", [T.Q4_0, T.Q4_1, T.Q8_0])
+def test_packed_copy_holds_the_original_blocks(qtype, runtime):
+    raw = _weight(qtype, n_out=96, n_in=160)
+    data, out_type = transposed(raw, qtype)
+    assert out_type == T.I8
+    assert data.shape == (160 // 32, ggml_quant.packed_column_size(qtype, 96))
+    blocks, read_type = unpack(data, n_out=96)
+    assert read_type == qtype
+    np.testing.assert_array_equal(blocks, raw.view(np.uint8))
+
+
+@pytest.mark.parametrize(("qtype", "packed_as"), [(T.Q6_K, T.Q8_0), (T.Q4_K, T.Q4_1), (T.Q3_K, T.Q4_0)])
+def test_k_quant_is_requantised_along_its_rows_and_packed(qtype, packed_as, runtime):
+    raw = _weight(qtype, n_out=64, n_in=512, seed=1)
+    data, out_type = transposed(raw, qtype)
+    assert out_type == T.I8
+    blocks, read_type = unpack(data, n_out=64)
+    assert read_type == packed_as
+    original = gguf.dequantize(raw, qtype)
+    back = gguf.dequantize(blocks, packed_as)
+    # the packed type is at least as precise as the source: errors of one requantisation step
+    step = np.abs(original).max() / (127 if packed_as == T.Q8_0 else 7)
+    assert np.abs(back - original).max() < step
+    assert np.corrcoef(back.ravel(), original.ravel())[0, 1] > 0.99
+
+
+def test_outputs_not_a_multiple_of_32_get_an_f16_transposed_copy(runtime):
+    raw = _weight(T.Q8_0, n_out=48, n_in=64)
+    data, out_type = transposed(raw, T.Q8_0)
+    assert out_type == T.F16  # no 32-wide block divides the 48 outputs of a row
+    np.testing.assert_allclose(data.astype(np.float32), gguf.dequantize(raw, T.Q8_0).T, rtol=1e-3, atol=1e-4)
+
+
+def test_unpackable_type_gets_a_requantised_row_copy(runtime):
+    raw = _weight(T.Q5_0, n_out=64, n_in=96)
+    data, out_type = transposed(raw, T.Q5_0)
+    assert out_type == T.Q5_0
+    back = gguf.dequantize(data, out_type)
+    original = gguf.dequantize(raw, T.Q5_0)
+    assert back.shape == (96, 64)
+    assert np.abs(back - original.T).max() < np.abs(original).max() / 15
+
+
+def test_float_weights_are_transposed_exactly(runtime):
+    w = np.random.default_rng(2).normal(size=(64, 96)).astype(np.float16)
+    data, out_type = transposed(w, T.F16)
+    assert out_type == T.F16
+    np.testing.assert_array_equal(data, w.T)
