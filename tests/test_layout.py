@@ -20,8 +20,15 @@ def test_python_names_match_the_patch():
     c_names = _c_tensor_names(added)
     py_names = {f"blk.%d.{t.stem}" for t in layout.SPARSE_TENSORS}
     assert c_names == py_names
-    assert f"LLAMA_SPARSE_FORMAT_VERSION = {layout.FORMAT_VERSION};" in added
     assert f'"{layout.Keys.FORMAT_VERSION}"' in added
+
+
+def test_runtime_reads_the_format_version_python_writes():
+    # the last patch that sets the version wins, as when the patches are applied in order
+    versions = []
+    for patch in sorted((REPO_ROOT / "patches").glob("*.patch")):
+        versions += re.findall(r"^\+.*LLAMA_SPARSE_FORMAT_VERSION = (\d+);", patch.read_text(), re.M)
+    assert versions and int(versions[-1]) == layout.FORMAT_VERSION
 
 
 @pytest.mark.runtime
