@@ -27,7 +27,7 @@ def test_runtime_reads_the_format_version_python_writes():
     # the last patch that sets the version wins, as when the patches are applied in order
     versions = []
     for patch in sorted((REPO_ROOT / "patches").glob("*.patch")):
-        versions += re.findall(r"^\+.*LLAMA_SPARSE_FORMAT_VERSION = (\d+);", patch.read_text(), re.M)
+        versions += re.findall(r"^\+.*LLAMA_SPARSE_FORMAT_VERSION = (\d+);", patch.read_text(), re.MULTILINE)
     assert versions and int(versions[-1]) == layout.FORMAT_VERSION
 
 
