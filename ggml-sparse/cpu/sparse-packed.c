@@ -110,14 +110,26 @@ static inline void packed_widen(__m256i lo, __m256i hi, __m256i out[4]) {
     out[3] = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(hi, 1));
 }
 
-// Pairs go in chunks of PACKED_CHUNK, each chunk sweeping the thread's groups: every row is read
+// Pairs go in chunks of PACKED_CHUNK, each chunk sweeping all the groups: every row is read
 // front to back (a few sequential streams the prefetcher follows), and the partial sums of a
 // chunk wait in `acc`, the thread's scratch of PACKED_ACC_BYTES per group, which stays in L1.
 #define PACKED_CHUNK 4
 
+static inline int packed_chunk_end(int k0, int n_pairs) {
+    return k0 + PACKED_CHUNK < n_pairs ? k0 + PACKED_CHUNK : n_pairs;
+}
+
+// the next chunk's rows at byte offset `off`: their streams start warm
+static inline void packed_prefetch(const packed_pairs * p, int k1, size_t off) {
+    for (int k = k1; k < packed_chunk_end(k1, p->n); k++) {
+        _mm_prefetch((const char *) p->row[0][k] + off, _MM_HINT_T0);
+        _mm_prefetch((const char *) p->row[1][k] + off, _MM_HINT_T0);
+    }
+}
+
 // Q4_0 / Q4_1: |h| <= 127 and |q - 8| <= 8, so the int16 sums of 16 pairs stay below 32767
 static void packed_column_q4(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
-                             uint32_t active, int64_t g0, int64_t g1, float * y, __m256i * acc) {
+                             uint32_t active, float * y, __m256i * acc) {
     const ggml_fp16_t * d  = (const ggml_fp16_t *) col;
     const ggml_fp16_t * mn = type == GGML_TYPE_Q4_1 ? d + n : NULL;
     const uint8_t     * q  = col + (mn ? 4 : 2) * n;
@@ -129,18 +141,13 @@ static void packed_column_q4(enum ggml_type type, const uint8_t * col, int64_t n
     const float offset  = mn ? 8.0f * (float) p.sum_h : 0.0f;
     const float m_scale = dh * (float) p.sum_h;
     for (int k0 = 0; k0 < p.n; k0 += PACKED_CHUNK) {
-        const int  k1   = k0 + PACKED_CHUNK < p.n ? k0 + PACKED_CHUNK : p.n;
+        const int  k1   = packed_chunk_end(k0, p.n);
         const bool last = k1 == p.n;
-        const int k2 = k1 + PACKED_CHUNK < p.n ? k1 + PACKED_CHUNK : p.n;
-        for (int64_t g = g0; g < g1; g++) {
+        for (int64_t g = 0; g < n / PACKED_GROUP; g++) {
             if ((g & 3) == 0) {
-                // the next chunk's rows at this position: their streams start warm
-                for (int k = k1; k < k2; k++) {
-                    _mm_prefetch((const char *) p.row[0][k] + g*16, _MM_HINT_T0);
-                    _mm_prefetch((const char *) p.row[1][k] + g*16, _MM_HINT_T0);
-                }
+                packed_prefetch(&p, k1, g*16);   // a cache line holds 4 groups of a row
             }
-            __m256i * a = acc + 2*(g - g0);
+            __m256i * a = acc + 2*g;
             __m256i lo = k0 == 0 ? _mm256_setzero_si256() : _mm256_loadu_si256(a);
             __m256i hi = k0 == 0 ? _mm256_setzero_si256() : _mm256_loadu_si256(a + 1);
             for (int k = k0; k < k1; k++) {
@@ -152,7 +159,7 @@ static void packed_column_q4(enum ggml_type type, const uint8_t * col, int64_t n
             if (last) {
                 __m256i sums[4];
                 packed_widen(lo, hi, sums);
-                packed_finish32(sums, d + g*32, mn ? mn + g*32 : NULL, dh, offset, m_scale, y + (g - g0)*32);
+                packed_finish32(sums, d + g*32, mn ? mn + g*32 : NULL, dh, offset, m_scale, y + g*32);
             } else {
                 _mm256_storeu_si256(a, lo);
                 _mm256_storeu_si256(a + 1, hi);
@@ -163,7 +170,7 @@ static void packed_column_q4(enum ggml_type type, const uint8_t * col, int64_t n
 
 // Q8_0: one pair's int16 sum can reach 32258, so every pair is widened to int32
 static void packed_column_q8(const uint8_t * col, int64_t n, const block_q8_0 * hb,
-                             uint32_t active, int64_t g0, int64_t g1, float * y, __m256i * acc) {
+                             uint32_t active, float * y, __m256i * acc) {
     const ggml_fp16_t * d = (const ggml_fp16_t *) col;
     const uint8_t     * q = col + 2 * n;
     packed_pairs p;
@@ -171,17 +178,13 @@ static void packed_column_q8(const uint8_t * col, int64_t n, const block_q8_0 * 
 
     const float dh = GGML_CPU_FP16_TO_FP32(hb->d);
     for (int k0 = 0; k0 < p.n; k0 += PACKED_CHUNK) {
-        const int  k1   = k0 + PACKED_CHUNK < p.n ? k0 + PACKED_CHUNK : p.n;
+        const int  k1   = packed_chunk_end(k0, p.n);
         const bool last = k1 == p.n;
-        const int k2 = k1 + PACKED_CHUNK < p.n ? k1 + PACKED_CHUNK : p.n;
-        for (int64_t g = g0; g < g1; g++) {
+        for (int64_t g = 0; g < n / PACKED_GROUP; g++) {
             if ((g & 1) == 0) {
-                for (int k = k1; k < k2; k++) {
-                    _mm_prefetch((const char *) p.row[0][k] + g*32, _MM_HINT_T0);
-                    _mm_prefetch((const char *) p.row[1][k] + g*32, _MM_HINT_T0);
-                }
+                packed_prefetch(&p, k1, g*32);   // a cache line holds 2 groups of a row
             }
-            __m256i * a = acc + 4*(g - g0);
+            __m256i * a = acc + 4*g;
             __m256i sums[4];
             for (int r = 0; r < 4; r++) {
                 sums[r] = k0 == 0 ? _mm256_setzero_si256() : _mm256_loadu_si256(a + r);
@@ -196,7 +199,7 @@ static void packed_column_q8(const uint8_t * col, int64_t n, const block_q8_0 * 
                 }
             }
             if (last) {
-                packed_finish32(sums, d + g*32, NULL, dh, 0.0f, 0.0f, y + (g - g0)*32);
+                packed_finish32(sums, d + g*32, NULL, dh, 0.0f, 0.0f, y + g*32);
             } else {
                 for (int r = 0; r < 4; r++) {
                     _mm256_storeu_si256(a + r, sums[r]);
@@ -206,18 +209,20 @@ static void packed_column_q8(const uint8_t * col, int64_t n, const block_q8_0 * 
     }
 }
 
+// y[0, n) += the column's contribution to all n outputs
 static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
-                          uint32_t active, int64_t g0, int64_t g1, float * y, void * scratch) {
+                          uint32_t active, float * y, void * scratch) {
     if (type == GGML_TYPE_Q8_0) {
-        packed_column_q8(col, n, hb, active, g0, g1, y, (__m256i *) scratch);
+        packed_column_q8(col, n, hb, active, y, (__m256i *) scratch);
     } else {
-        packed_column_q4(type, col, n, hb, active, g0, g1, y, (__m256i *) scratch);
+        packed_column_q4(type, col, n, hb, active, y, (__m256i *) scratch);
     }
 }
 #else
-// y[0, j1-j0) += the column's contribution to outputs [j0, j1), in plain C (CPUs without AVX2)
-static void packed_column_scalar(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
-                                 uint32_t active, int64_t j0, int64_t j1, float * y) {
+// y[0, n) += the column's contribution to all n outputs, in plain C (CPUs without AVX2)
+static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
+                          uint32_t active, float * y, void * scratch) {
+    GGML_UNUSED(scratch);
     const ggml_fp16_t * d  = (const ggml_fp16_t *) col;
     const ggml_fp16_t * mn = type == GGML_TYPE_Q4_1 ? d + n : NULL;
     const uint8_t     * q  = col + (mn ? 4 : 2) * n;
@@ -227,7 +232,7 @@ static void packed_column_scalar(enum ggml_type type, const uint8_t * col, int64
     for (int i = 0; i < 32; i++) {
         sum_h += hb->qs[i];
     }
-    for (int64_t j = j0; j < j1; j++) {
+    for (int64_t j = 0; j < n; j++) {
         int32_t acc = 0;
         for (int i = 0; i < 32; i++) {
             if (!(active >> i & 1)) {
@@ -247,15 +252,10 @@ static void packed_column_scalar(enum ggml_type type, const uint8_t * col, int64
         if (mn) {
             r += GGML_CPU_FP16_TO_FP32(mn[j]) * (float) sum_h;   // w = d*q + m
         }
-        y[j - j0] += dh * r;
+        y[j] += dh * r;
     }
 }
 
-static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
-                          uint32_t active, int64_t g0, int64_t g1, float * y, void * scratch) {
-    GGML_UNUSED(scratch);
-    packed_column_scalar(type, col, n, hb, active, g0*PACKED_GROUP, g1*PACKED_GROUP, y);
-}
 #endif
 
 // a thread's scratch: partial outputs for every token, then the partial sums of one group
@@ -301,7 +301,7 @@ void ggml_sparse_axpy_packed(const struct ggml_compute_params * params, struct g
             if (active == 0) {
                 continue;   // the whole column is skipped: neither scales nor quants are read
             }
-            packed_column(type, (const uint8_t *) wt->data + c*wt->nb[1], n, hq + c, active, 0, n_groups, part + t*n, acc);
+            packed_column(type, (const uint8_t *) wt->data + c*wt->nb[1], n, hq + c, active, part + t*n, acc);
         }
     }
     ggml_barrier(params->threadpool);
@@ -311,8 +311,9 @@ void ggml_sparse_axpy_packed(const struct ggml_compute_params * params, struct g
     const int64_t j1 = ((n_groups * (ith + 1)) / nth) * PACKED_GROUP;
     for (int64_t t = 0; t < m; t++) {
         float * y = (float *) ((char *) dst->data + t*dst->nb[1]);
-        memset(y + j0, 0, (size_t) (j1 - j0) * sizeof(float));
-        for (int r = 0; r < nth; r++) {
+        // thread 0's partial outputs sit first in the scratch
+        memcpy(y + j0, (const float *) scratch + t*n + j0, (size_t) (j1 - j0) * sizeof(float));
+        for (int r = 1; r < nth; r++) {
             const float * pr = (const float *) (scratch + r * packed_scratch_size(n, m)) + t*n;
             for (int64_t j = j0; j < j1; j++) {
                 y[j] += pr[j];

@@ -4,18 +4,18 @@ Q4_0, Q4_1 and Q8_0 weights with a multiple of 32 outputs are packed (docs/forma
 transposed weights"): the original quantization blocks rearranged so that each input channel's
 values are contiguous, an exact copy the runtime multiplies in integers. K-quants whose fallback
 type (below) is one of those three are requantised to it along their original rows and packed.
-Other weights of ggml
-shape {n_in, n_out} (a row per output) become W_t of shape {n_out, n_in}: one row per input
-channel, so an inactive input channel is one skipped row. Such a copy keeps the source's type when
-its block fits the new row length; otherwise the nearest type whose 32-wide block fits and that is
-at least as precise (K-quants need rows that are multiples of 256, which n_embd often is not: 576
-for SmolLM2, 640 for Gemma-3-270M).
+Other weights of ggml shape {n_in, n_out} (a row per output) become W_t of shape {n_out, n_in}:
+one row per input channel, so an inactive input channel is one skipped row. Such a copy keeps the
+source's type when its block fits the new row length; otherwise the nearest type whose 32-wide
+block fits and that is at least as precise (K-quants need rows that are multiples of 256, which
+n_embd often is not: 576 for SmolLM2, 640 for Gemma-3-270M).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.quants import quant_shape_from_byte_shape
 
 from ggufsparse import ggml_quant
 from ggufsparse.gguf_io import dequantize_rows
@@ -50,9 +50,9 @@ def packed_type(source, n_in: int, n_out: int) -> GGMLQuantizationType | None:
     """The type of a packed transposed copy of a `source`-typed weight: its own type if packable,
     else its fallback (requantised along its original rows), or None for a plain copy."""
     source = T(source)
-    if source in _FLOAT or n_out % 32 != 0 or n_in % 32 != 0:
+    if n_out % 32 != 0 or n_in % 32 != 0:
         return None
-    qtype = source if source in PACKABLE else _FALLBACK.get(source)
+    qtype = source if source in PACKABLE else _FALLBACK.get(source)  # None for float types
     return qtype if qtype in PACKABLE else None
 
 
@@ -63,14 +63,13 @@ def transposed(data: np.ndarray, source, target=None) -> tuple[np.ndarray, GGMLQ
     type asks for a plain requantised copy even where a packed one is possible.
     """
     source = T(source)
-    n_out = data.shape[0]
-    n_in = data.shape[1] if source in _FLOAT else data.shape[1] // GGML_QUANT_SIZES[source][1] * GGML_QUANT_SIZES[source][0]
+    # quantized (and bf16) data come as raw bytes, float data as elements
+    n_out, n_in = quant_shape_from_byte_shape(data.shape, source) if data.dtype == np.uint8 else data.shape
     packed = packed_type(source, n_in, n_out) if target is None else None
     if packed is not None:
         raw = data if packed == source else ggml_quant.quantize(dequantize_rows(data, source).astype(np.float32), packed)
         return ggml_quant.pack_transposed(raw, packed, n_in, n_out), T.I8
     dense = dequantize_rows(data, source)  # (n_out, n_in) float32 or the float type itself
-    n_out, n_in = dense.shape
     target = T(target) if target is not None else transposed_type(source, n_out)
     flipped = np.ascontiguousarray(dense.T)  # (n_in, n_out)
     if target == T.F32:
