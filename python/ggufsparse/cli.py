@@ -199,6 +199,35 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ggufsparse import mc_tasks
+    from ggufsparse.evaluate import EvalPlan, evaluate, format_report
+    from ggufsparse.gguf_io import check_writable, write_atomic
+    from ggufsparse.models import resolve
+    from ggufsparse.paths import shared_data_dir
+
+    if args.json:
+        check_writable(Path(args.json), force=True)
+    specs = [s for group in args.tasks or [] for s in group.split(",") if s]
+    specs = [t for s in specs for t in (mc_tasks.BUNDLED if s == "all" else [s])]
+    needs_data = not args.ppl or any(s in mc_tasks.BUNDLED for s in specs)
+    data = shared_data_dir() if needs_data else None
+    ppl = None if args.no_ppl else Path(args.ppl) if args.ppl else data / "wikitext2" / "wiki.test.raw"
+    if args.ctx < 8 or args.chunks < 0 or (args.limit is not None and args.limit < 1):
+        raise UserError("--ctx must be at least 8, --chunks at least 0, --limit at least 1")
+    plan = EvalPlan(ppl_text=ppl, ctx=args.ctx, chunks=args.chunks,
+                    tasks=[mc_tasks.resolve_task(s, data) for s in specs], limit=args.limit,
+                    task_ctx=args.task_ctx, threads=args.threads)
+    ref = resolve(args.ref) if args.ref else None
+    report = evaluate(resolve(args.model), ref, plan, progress=not args.quiet)
+    if args.json:
+        write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
+    print(format_report(report))
+    return 0
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a GGUF file, a known model's name, or 'default' (see `ggufsparse models`)")
     p.add_argument("-n", "--n-predict", type=int, default=256, help="most tokens to generate (default 256)")
@@ -339,6 +368,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print medians, ratios and every run as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser(
+        "eval", help="perplexity, KL to the dense model, task accuracy and sparsity, on the real runtime",
+        description="Measure MODEL through the patched llama.cpp (the runtime users run). Perplexity over "
+        "non-overlapping windows of --ctx tokens, scoring the second half of each as llama-perplexity "
+        "does; with --ref, the KL divergence KL(ref || model) per scored token (mean, 99th percentile) "
+        "and top-1 agreement on the same windows; multiple-choice tasks (acc, acc_norm, standard errors, "
+        "lm-evaluation-harness's scoring); and the fraction of channels the runtime skipped, from its "
+        "counters. Attention is computed without flash attention (exact f32 softmax), as "
+        "`llama-perplexity -fa off`.")
+    p.add_argument("model", help="a GGUF file, a known model's name, or 'default'")
+    p.add_argument("--ref", help="the dense GGUF the model was made from: adds KL divergence and top-1 agreement")
+    p.add_argument("--ppl", metavar="FILE", help="text for perplexity (default: ../shared/data/wikitext2/wiki.test.raw)")
+    p.add_argument("--no-ppl", action="store_true", help="skip perplexity (tasks only)")
+    p.add_argument("--ctx", type=int, default=512, help="tokens per perplexity window (default 512)")
+    p.add_argument("--chunks", type=int, default=0, help="perplexity windows to score, 0 for all (default 0)")
+    p.add_argument("--tasks", action="append", metavar="LIST",
+                   help="comma-separated tasks: bundled names (piqa, arc_easy, boolq, winogrande; 'all' for "
+                   "the four) or .jsonl files in the format of ../shared/data/README.md; may repeat")
+    p.add_argument("--limit", type=int, help="first N examples of each task")
+    p.add_argument("--task-ctx", type=int, default=2048,
+                   help="longest task input in tokens; longer ones lose tokens on the left (default 2048)")
+    p.add_argument("-t", "--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("inspect", help="show a GGUF's sparsity data",
                        description="Method, recipe, calibration, per-layer sparsity measured on the "

@@ -147,3 +147,27 @@ def dequantize_rows(data: np.ndarray, qtype, rows_per_chunk: int = 2048) -> np.n
     for start in range(0, data.shape[0], rows_per_chunk):
         out[start:start + rows_per_chunk] = dequantize(data[start:start + rows_per_chunk], qtype)
     return out
+
+
+def write_atomic(dst: Path, data: str | bytes) -> None:
+    """dst gets data whole or not at all (temporary file beside it, renamed; removed on any error,
+    Ctrl-C included)."""
+    tmp = temp_beside(dst)
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_gguf(path: Path) -> None:
+    """A one-line UserError unless path is a file that starts with GGUF's magic."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise UserError(f"{path}: not a GGUF file")

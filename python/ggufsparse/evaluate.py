@@ -1,0 +1,90 @@
+"""`ggufsparse eval`: perplexity, KL divergence to a reference, multiple-choice accuracy and the
+sparsity reached, all through the patched runtime that users run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ggufsparse import mc_score, mc_tasks, perplexity, runtime_stats
+from ggufsparse.errors import UserError
+from ggufsparse.gguf_io import check_gguf
+from ggufsparse.llama_session import Session
+
+
+@dataclass
+class EvalPlan:
+    ppl_text: Path | None
+    ctx: int = 512
+    chunks: int = 0
+    tasks: list[Path] = field(default_factory=list)
+    limit: int | None = None
+    task_ctx: int = 2048
+    threads: int | None = None
+
+
+def evaluate(model: Path, ref: Path | None, plan: EvalPlan, progress: bool = True) -> dict:
+    """Everything the plan asks for; bad input fails before any model work."""
+    for m in (model, ref):
+        if m is not None:
+            check_gguf(m)
+    text = perplexity.read_text(plan.ppl_text) if plan.ppl_text else None
+    tasks = {p.stem: mc_tasks.read_task(p, plan.limit) for p in plan.tasks}
+    if len(tasks) != len(plan.tasks):
+        raise UserError("two task files have the same name; rename one")
+    stats_path = runtime_stats.request_report()
+    out: dict = {"model": str(model), "ref": str(ref) if ref else None}
+    with Session(model, plan.threads) as session:
+        if text is not None:
+            out["perplexity"] = _perplexity(session, ref, text, plan, progress)
+        out["tasks"] = {}
+        for name, examples in tasks.items():
+            start = time.perf_counter()
+            ll = mc_score.loglikelihoods(session, examples, plan.task_ctx, progress, desc=name)
+            out["tasks"][name] = mc_tasks.metrics(examples, ll) | {
+                "file": str(plan.tasks[list(tasks).index(name)]), "seconds": time.perf_counter() - start}
+    out["sparsity"] = runtime_stats.read_report(stats_path)
+    return out
+
+
+def _perplexity(session: Session, ref: Path | None, text: str, plan: EvalPlan, progress: bool) -> dict:
+    start = time.perf_counter()
+    windows = perplexity.windows(session, text, plan.ppl_text, plan.ctx, plan.chunks)
+    if ref is None:
+        result = perplexity.score(session, None, windows, progress)
+    else:
+        with Session(ref, plan.threads) as ref_session:
+            if ref_session.n_vocab != session.n_vocab:
+                raise UserError(f"{ref}: its vocabulary ({ref_session.n_vocab}) differs from the model's "
+                                f"({session.n_vocab}); compare files made from one model")
+            result = perplexity.score(session, ref_session, windows, progress)
+    return result | {"file": str(plan.ppl_text), "seconds": time.perf_counter() - start}
+
+
+def _f(v, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def format_report(r: dict) -> str:
+    lines = [f"model: {r['model']}"] + ([f"reference: {r['ref']}"] if r["ref"] else [])
+    p = r.get("perplexity")
+    if p:
+        lines.append(f"perplexity ({Path(p['file']).name}, {p['windows']} windows of {p['ctx']}, "
+                     f"second half scored, {p['tokens_scored']} tokens, {p['seconds']:.0f} s): {p['ppl']:.4f}")
+        if "kl_mean" in p:
+            lines.append(f"  reference perplexity {p['ref_ppl']:.4f}; KL divergence mean {p['kl_mean']:.5f}, "
+                         f"p99 {p['kl_p99']:.4f}, max {p['kl_max']:.4f}; top-1 agreement {p['top1_agreement']:.4f}")
+    if r["tasks"]:
+        lines.append(f"{'task':<14} {'n':>6} {'acc':>15} {'acc_norm':>15} {'seconds':>8}")
+        for name, t in r["tasks"].items():
+            acc = f"{t['acc']:.4f} ± {_f(t['acc_stderr'])}"
+            norm = f"{t['acc_norm']:.4f} ± {_f(t['acc_norm_stderr'])}" if "acc_norm" in t else "-"
+            lines.append(f"{name:<14} {t['examples']:>6} {acc:>15} {norm:>15} {t['seconds']:>8.0f}")
+    s = r["sparsity"]
+    if s:
+        parts = [f"{kind} {v['fraction']:.4f}" for kind, v in s.items()]
+        lines.append("sparsity reached (runtime counters, channels skipped): " + ", ".join(parts))
+    else:
+        lines.append("sparsity reached: none (no sparse layer ran)")
+    return "\n".join(lines)
