@@ -167,3 +167,17 @@ def test_bench_bad_input_is_one_line_and_exit_2(default_model, tmp_path):
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "missing.gguf" in proc.stderr
+
+
+def test_eval_of_a_sparse_file_reports_its_distance_and_the_sparsity_reached(chess_file, default_model, tmp_path):
+    out = tmp_path / "eval.json"
+    proc = subprocess.run(["ggufsparse", "eval", str(chess_file), "--ref", str(default_model), "--ctx", "256",
+                           "--chunks", "2", "-t", "2", "-q", "--json", str(out)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    p = r["perplexity"]
+    assert p["kl_mean"] > 0.01 and p["top1_agreement"] < 0.99 and p["ppl"] > p["ref_ppl"]
+    assert 0.3 < r["sparsity"]["ffn"]["fraction"] < 0.7  # converted at 0.5
+    assert 0.3 < r["sparsity"]["attn_q"]["fraction"] < 0.7
+    assert len(r["sparsity"]["ffn"]["layers"]) == 30  # SmolLM2's layers

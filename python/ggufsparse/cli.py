@@ -219,12 +219,42 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UserError("--ctx must be at least 8, --chunks at least 0, --limit at least 1")
     plan = EvalPlan(ppl_text=ppl, ctx=args.ctx, chunks=args.chunks,
                     tasks=[mc_tasks.resolve_task(s, data) for s in specs], limit=args.limit,
-                    task_ctx=args.task_ctx, threads=args.threads)
+                    task_ctx=args.task_ctx, threads=args.threads, flash_attn=args.flash_attn)
     ref = resolve(args.ref) if args.ref else None
     report = evaluate(resolve(args.model), ref, plan, progress=not args.quiet)
     if args.json:
         write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
     print(format_report(report))
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ggufsparse import sweep
+    from ggufsparse.methods import FFN_METHODS as METHODS
+    from ggufsparse.models import resolve
+
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise UserError(f"--method: unknown {', '.join(unknown) or 'empty list'} (known: {', '.join(METHODS)})")
+    sparsities = sweep.parse_floats(args.sparsity, "--sparsity")
+    attn = sweep.parse_floats(args.attn_sparsity, "--attn-sparsity") if args.attn_sparsity else [None]
+    if len(attn) == 1:
+        attn = attn * len(sparsities)
+    if len(attn) != len(sparsities):
+        raise UserError("--attn-sparsity takes one value, or one per --sparsity value")
+    if args.reps < 1 or args.chunks < 1:
+        raise UserError("--reps and --chunks must be at least 1")
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plan = sweep.SweepPlan(methods, sparsities, attn, chunks=args.chunks, ctx=args.ctx, reps=args.reps,
+                           tg=args.tg, pp=args.pp, threads=args.threads, calib_tokens=args.calib_tokens)
+    result = sweep.run(resolve(args.model), out_dir, plan, progress=not args.quiet)
+    files = sweep.write_outputs(result, out_dir)
+    print(sweep.markdown(result))
+    print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
 
@@ -376,8 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         "does; with --ref, the KL divergence KL(ref || model) per scored token (mean, 99th percentile) "
         "and top-1 agreement on the same windows; multiple-choice tasks (acc, acc_norm, standard errors, "
         "lm-evaluation-harness's scoring); and the fraction of channels the runtime skipped, from its "
-        "counters. Attention is computed without flash attention (exact f32 softmax), as "
-        "`llama-perplexity -fa off`.")
+        "counters.")
     p.add_argument("model", help="a GGUF file, a known model's name, or 'default'")
     p.add_argument("--ref", help="the dense GGUF the model was made from: adds KL divergence and top-1 agreement")
     p.add_argument("--ppl", metavar="FILE", help="text for perplexity (default: ../shared/data/wikitext2/wiki.test.raw)")
@@ -391,9 +420,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-ctx", type=int, default=2048,
                    help="longest task input in tokens; longer ones lose tokens on the left (default 2048)")
     p.add_argument("-t", "--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("-fa", "--flash-attn", choices=("auto", "on", "off"), default="auto",
+                   help="flash attention, as llama.cpp's -fa (default auto: on for the CPU, as llama-perplexity; "
+                   "ggml's CPU kernel rounds to f16, off computes exact f32 attention)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "sweep", help="convert, evaluate and benchmark a model at several sparsities; table and plot",
+        description="For each method and sparsity: convert MODEL, evaluate it against MODEL (perplexity, "
+        "KL divergence, top-1 agreement, sparsity reached; `ggufsparse eval`) and benchmark it against "
+        "MODEL (`ggufsparse bench`). Writes OUTDIR/sweep.json, sweep.md and sweep.png (quality against "
+        "measured sparsity and against decode speed, one line per method). Converted files and "
+        "evaluations already in OUTDIR are reused; delete them to redo a point.")
+    p.add_argument("model", help="the dense GGUF, a known model's name, or 'default'")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the files (created)")
+    p.add_argument("--method", default="chess", help="comma-separated methods: chess, cats (default chess)")
+    p.add_argument("--sparsity", default="0.3,0.5,0.7", help="comma-separated FFN sparsities (default 0.3,0.5,0.7)")
+    p.add_argument("--attn-sparsity", help="attention q/output sparsity: one value for all points or one per "
+                   "--sparsity value (default: dense attention)")
+    p.add_argument("--chunks", type=int, default=16, help="perplexity windows per evaluation (default 16)")
+    p.add_argument("--ctx", type=int, default=512, help="tokens per window (default 512)")
+    p.add_argument("--calib-tokens", type=int, help="calibration tokens per conversion (default: convert's)")
+    p.add_argument("-r", "--reps", type=int, default=3, help="benchmark repetitions (default 3)")
+    p.add_argument("--tg", type=int, default=64, help="decode tokens per benchmark (default 64)")
+    p.add_argument("--pp", type=int, default=128, help="prompt tokens per benchmark (default 128; 0: none)")
+    p.add_argument("-t", "--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("inspect", help="show a GGUF's sparsity data",
                        description="Method, recipe, calibration, per-layer sparsity measured on the "

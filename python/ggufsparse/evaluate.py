@@ -22,6 +22,7 @@ class EvalPlan:
     limit: int | None = None
     task_ctx: int = 2048
     threads: int | None = None
+    flash_attn: str = "auto"
 
 
 def evaluate(model: Path, ref: Path | None, plan: EvalPlan, progress: bool = True) -> dict:
@@ -34,8 +35,8 @@ def evaluate(model: Path, ref: Path | None, plan: EvalPlan, progress: bool = Tru
     if len(tasks) != len(plan.tasks):
         raise UserError("two task files have the same name; rename one")
     stats_path = runtime_stats.request_report()
-    out: dict = {"model": str(model), "ref": str(ref) if ref else None}
-    with Session(model, plan.threads) as session:
+    out: dict = {"model": str(model), "ref": str(ref) if ref else None, "flash_attn": plan.flash_attn}
+    with Session(model, plan.threads, flash_attn=plan.flash_attn) as session:
         if text is not None:
             out["perplexity"] = _perplexity(session, ref, text, plan, progress)
         out["tasks"] = {}
@@ -54,7 +55,7 @@ def _perplexity(session: Session, ref: Path | None, text: str, plan: EvalPlan, p
     if ref is None:
         result = perplexity.score(session, None, windows, progress)
     else:
-        with Session(ref, plan.threads) as ref_session:
+        with Session(ref, plan.threads, flash_attn=plan.flash_attn) as ref_session:
             if ref_session.n_vocab != session.n_vocab:
                 raise UserError(f"{ref}: its vocabulary ({ref_session.n_vocab}) differs from the model's "
                                 f"({session.n_vocab}); compare files made from one model")

@@ -15,6 +15,11 @@ import numpy as np
 
 from ggufsparse.llm import ModelLoadError, _captured_log, _reason
 
+# llama_flash_attn_type. "auto" is what llama.cpp's tools do (on for the CPU backend); ggml's CPU
+# flash attention rounds Q and the running sums to f16, which moves SmolLM2's logits by up to 1.0
+# and with the cache's layout; "off" is the exact f32 softmax.
+FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
+
 
 @dataclass
 class Piece:
@@ -30,7 +35,8 @@ class Piece:
 class Session:
     """llama.cpp model + context; `decode` returns logits rows in the order they were asked for."""
 
-    def __init__(self, path: Path, n_threads: int | None = None, verbose: bool = False):
+    def __init__(self, path: Path, n_threads: int | None = None, verbose: bool = False,
+                 flash_attn: str = "auto"):
         import llama_cpp
 
         self._lib = llama_cpp
@@ -39,6 +45,7 @@ class Session:
             raise ModelLoadError(f"{path}: no such file")
         llama_cpp.llama_backend_init()
         self.verbose = verbose
+        self.flash_attn = FLASH_ATTN[flash_attn]
         with _captured_log(verbose) as errors:
             self.model = llama_cpp.llama_model_load_from_file(str(path).encode(),
                                                               llama_cpp.llama_model_default_params())
@@ -63,9 +70,7 @@ class Session:
         params.n_ctx = params.n_batch = params.n_ubatch = n_ctx
         params.n_seq_max = n_seq
         params.kv_unified = True
-        # ggml's CPU flash attention rounds Q and the running sums to f16: logits move by up to 1.0
-        # on SmolLM2 and with the batch's layout; scores want the exact f32 attention
-        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.flash_attn_type = self.flash_attn
         params.n_threads = params.n_threads_batch = self.n_threads
         with _captured_log(self.verbose) as errors:
             self.ctx = lib.llama_init_from_model(self.model, params)
