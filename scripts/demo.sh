@@ -26,12 +26,9 @@ echo
 echo "== sparsity and quality against the dense model (PyTorch reference, WikiText-2 test) =="
 ggufsparse reference "$OUT/smollm2-chess.gguf" --chunks 8 -q
 echo
-echo "== sparsity the runtime reached (llama-perplexity, 4 windows of 512) =="
-BIN=$(ggufsparse doctor --json | python -c "import json,sys; print(json.load(sys.stdin)['runtime']['bin_dir'])")
-GGUFSPARSE_STATS="$OUT/stats.json" "$BIN/llama-perplexity" -m "$OUT/smollm2-chess.gguf" \
-    -f "$(python -c "from ggufsparse.paths import shared_data_dir; print(shared_data_dir() / 'wikitext2' / 'wiki.test.raw')")" \
-    -c 512 --chunks 4 -t 2 2>&1 | grep "Final estimate"
-python -c "import json; r=json.load(open('$OUT/stats.json')); print('  '.join(f'{k}: {v[\"fraction\"]:.3f}' for k, v in r.items() if k != 'format'))"
+echo "== quality and sparsity through the runtime (WikiText-2 test, 8 windows of 512; piqa, 200 examples) =="
+ggufsparse eval "$OUT/smollm2-chess.gguf" --ref default --chunks 8 --tasks piqa --limit 200 -t 2 -q \
+    --json "$OUT/eval.json"
 echo
 echo "== speed against dense (llama-bench, alternated, medians of 3) =="
 ggufsparse bench default "$OUT/smollm2-chess.gguf" -r 3 --tg 64 --pp 128 -q

@@ -250,7 +250,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = sweep.SweepPlan(methods, sparsities, attn, chunks=args.chunks, ctx=args.ctx, reps=args.reps,
-                           tg=args.tg, pp=args.pp, threads=args.threads, calib_tokens=args.calib_tokens)
+                           tg=args.tg, pp=args.pp, threads=args.threads, calib_tokens=args.calib_tokens,
+                           flash_attn=args.flash_attn)
     result = sweep.run(resolve(args.model), out_dir, plan, progress=not args.quiet)
     files = sweep.write_outputs(result, out_dir)
     print(sweep.markdown(result))
@@ -447,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tg", type=int, default=64, help="decode tokens per benchmark (default 64)")
     p.add_argument("--pp", type=int, default=128, help="prompt tokens per benchmark (default 128; 0: none)")
     p.add_argument("-t", "--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("-fa", "--flash-attn", choices=("auto", "on", "off"), default="auto",
+                   help="flash attention in the evaluations, as `ggufsparse eval -fa` (default auto)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sweep)
 

@@ -26,6 +26,7 @@ class SweepPlan:
     pp: int = 128
     threads: int = 2
     calib_tokens: int | None = None
+    flash_attn: str = "auto"
 
 
 def parse_floats(text: str, what: str) -> list[float]:
@@ -49,7 +50,7 @@ def _eval(model: Path, ref: Path | None, out: Path, plan: SweepPlan) -> dict:
     """In its own process: the runtime's counters are per process."""
     if not out.is_file():
         cmd = [sys.executable, "-m", "ggufsparse", "eval", str(model), "--chunks", str(plan.chunks),
-               "--ctx", str(plan.ctx), "-t", str(plan.threads), "-q", "--json", str(out)]
+               "--ctx", str(plan.ctx), "-t", str(plan.threads), "-fa", plan.flash_attn, "-q", "--json", str(out)]
         _run(cmd + (["--ref", str(ref)] if ref else []), f"eval of {model.name}")
     return json.loads(out.read_text())
 
@@ -71,7 +72,7 @@ def run(model: Path, out_dir: Path, plan: SweepPlan, progress: bool = True) -> d
     from tqdm import tqdm
 
     points = [(m, s, a) for m in plan.methods for s, a in zip(plan.sparsities, plan.attn_sparsities)]
-    tag = f"{plan.ctx}x{plan.chunks}"
+    tag = f"{plan.ctx}x{plan.chunks}" + ("" if plan.flash_attn == "auto" else f"-fa{plan.flash_attn}")
     dense = _eval(model, None, out_dir / f"dense.eval-{tag}.json", plan)
     rows = []
     for method, s, a in tqdm(points, desc="sweep", unit="point", disable=not progress):
@@ -89,7 +90,7 @@ def run(model: Path, out_dir: Path, plan: SweepPlan, progress: bool = True) -> d
                      "speed": {t: {"dense_tps": v["dense_tps"], "sparse_tps": v["sparse_tps"], "ratio": v["ratio"]}
                                for t, v in speed.items()}})
     return {"model": str(model), "dense_ppl": dense["perplexity"]["ppl"],
-            "eval": {"text": dense["perplexity"]["file"], "ctx": plan.ctx,
+            "eval": {"text": dense["perplexity"]["file"], "ctx": plan.ctx, "flash_attn": plan.flash_attn,
                      "windows": dense["perplexity"]["windows"]},
             "bench": {"reps": plan.reps, "tg": plan.tg, "pp": plan.pp, "threads": plan.threads}, "points": rows}
 
