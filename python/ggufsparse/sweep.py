@@ -100,7 +100,8 @@ def markdown(result: dict) -> str:
     e = result["eval"]
     lines = [(f"Sweep of `{Path(result['model']).name}`: perplexity, KL(dense || sparse) and top-1 agreement on "
              f"{e['windows']} windows of {e['ctx']} tokens of `{Path(e['text']).name}` (second half of each "
-             f"scored); sparsity from the runtime's counters on those windows; speed from llama-bench, "
+             f"scored, flash attention {e.get('flash_attn', 'auto')}); sparsity from the runtime's counters on "
+             f"those windows; speed from llama-bench, "
              f"dense and sparse alternated, medians of {result['bench']['reps']}, "
              f"{result['bench']['threads']} threads. Dense perplexity {result['dense_ppl']:.3f}."), "",
              (f"| point | PPL | KL mean | KL p99 | top-1 | FFN skipped | q skipped | o skipped | {tg} sparse/dense "
