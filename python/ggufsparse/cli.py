@@ -259,6 +259,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flash_attn_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-fa", "--flash-attn", choices=("auto", "on", "off"), default="auto",
+                   help="flash attention, as llama.cpp's -fa (default auto: on for the CPU, as llama-perplexity; "
+                   "ggml's CPU kernel rounds to f16, off computes exact f32 attention)")
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a GGUF file, a known model's name, or 'default' (see `ggufsparse models`)")
     p.add_argument("-n", "--n-predict", type=int, default=256, help="most tokens to generate (default 256)")
@@ -421,9 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-ctx", type=int, default=2048,
                    help="longest task input in tokens; longer ones lose tokens on the left (default 2048)")
     p.add_argument("-t", "--threads", type=int, help="CPU threads (default: all cores)")
-    p.add_argument("-fa", "--flash-attn", choices=("auto", "on", "off"), default="auto",
-                   help="flash attention, as llama.cpp's -fa (default auto: on for the CPU, as llama-perplexity; "
-                   "ggml's CPU kernel rounds to f16, off computes exact f32 attention)")
+    _flash_attn_arg(p)
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_eval)
@@ -448,8 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tg", type=int, default=64, help="decode tokens per benchmark (default 64)")
     p.add_argument("--pp", type=int, default=128, help="prompt tokens per benchmark (default 128; 0: none)")
     p.add_argument("-t", "--threads", type=int, default=2, help="CPU threads (default 2)")
-    p.add_argument("-fa", "--flash-attn", choices=("auto", "on", "off"), default="auto",
-                   help="flash attention in the evaluations, as `ggufsparse eval -fa` (default auto)")
+    _flash_attn_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sweep)
 

@@ -31,20 +31,20 @@ def evaluate(model: Path, ref: Path | None, plan: EvalPlan, progress: bool = Tru
         if m is not None:
             check_gguf(m)
     text = perplexity.read_text(plan.ppl_text) if plan.ppl_text else None
-    tasks = {p.stem: mc_tasks.read_task(p, plan.limit) for p in plan.tasks}
-    if len(tasks) != len(plan.tasks):
+    if len({p.stem for p in plan.tasks}) != len(plan.tasks):
         raise UserError("two task files have the same name; rename one")
+    tasks = [(p, mc_tasks.read_task(p, plan.limit)) for p in plan.tasks]
     stats_path = runtime_stats.request_report()
     out: dict = {"model": str(model), "ref": str(ref) if ref else None, "flash_attn": plan.flash_attn}
     with Session(model, plan.threads, flash_attn=plan.flash_attn) as session:
         if text is not None:
             out["perplexity"] = _perplexity(session, ref, text, plan, progress)
         out["tasks"] = {}
-        for name, examples in tasks.items():
+        for path, examples in tasks:
             start = time.perf_counter()
-            ll = mc_score.loglikelihoods(session, examples, plan.task_ctx, progress, desc=name)
-            out["tasks"][name] = mc_tasks.metrics(examples, ll) | {
-                "file": str(plan.tasks[list(tasks).index(name)]), "seconds": time.perf_counter() - start}
+            ll = mc_score.loglikelihoods(session, examples, plan.task_ctx, progress, desc=path.stem)
+            out["tasks"][path.stem] = mc_tasks.metrics(examples, ll) | {
+                "file": str(path), "seconds": time.perf_counter() - start}
     out["sparsity"] = runtime_stats.read_report(stats_path)
     return out
 

@@ -142,6 +142,9 @@ class Session:
         self.close()
 
 
+ROWS_AT_ONCE = 64  # log-softmax rows per step: bounds memory for 256k vocabularies
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-probabilities in float64 (sums over a 50k vocabulary lose digits in float32)."""
     x = logits.astype(np.float64)
@@ -149,3 +152,11 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     x -= np.log(np.exp(x).sum(axis=-1, keepdims=True))
     return x
 
+
+def token_logprobs(logits: np.ndarray, tokens) -> np.ndarray:
+    """log p(tokens[i]) under logits row i, ROWS_AT_ONCE rows at a time."""
+    out = np.empty(len(tokens))
+    for r0 in range(0, len(tokens), ROWS_AT_ONCE):
+        lp = log_softmax(logits[r0:r0 + ROWS_AT_ONCE])
+        out[r0:r0 + len(lp)] = lp[np.arange(len(lp)), tokens[r0:r0 + len(lp)]]
+    return out

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ggufsparse.errors import UserError
-from ggufsparse.llama_session import Piece, Session, log_softmax
+from ggufsparse.llama_session import Piece, Session, log_softmax, token_logprobs
 from ggufsparse.mc_tasks import Example
-from ggufsparse.perplexity import ROWS_AT_ONCE
 
 
 @dataclass
@@ -65,14 +64,6 @@ def _groups(session: Session, examples: list[Example], max_len: int) -> list[Gro
     return out
 
 
-def _token_logprobs(logits: np.ndarray, tokens: list[int]) -> np.ndarray:
-    out = np.empty(len(tokens))
-    for r0 in range(0, len(tokens), ROWS_AT_ONCE):
-        lp = log_softmax(logits[r0:r0 + ROWS_AT_ONCE])
-        out[r0:r0 + len(lp)] = lp[np.arange(len(lp)), tokens[r0:r0 + len(lp)]]
-    return out
-
-
 def _score_group(session: Session, g: Group) -> list[float]:
     """The context is decoded once; each continuation is decoded on top of its cache, which is cut
     back to the context before the next. One sequence at a time: with several sequences in one
@@ -89,7 +80,7 @@ def _score_group(session: Session, g: Group) -> list[float]:
         if len(cont) > 1:
             session.truncate(L)
             logits = session.decode([Piece(cont[:-1], L, [0], [True] * (len(cont) - 1))], clear=False)
-            total += _token_logprobs(logits, cont[1:]).sum()
+            total += token_logprobs(logits, cont[1:]).sum()
         sums.append(float(total))
     return sums
 

@@ -10,9 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ggufsparse.errors import UserError
-from ggufsparse.llama_session import Piece, Session, log_softmax
-
-ROWS_AT_ONCE = 64  # log-softmax rows per step: bounds memory for 256k vocabularies
+from ggufsparse.llama_session import ROWS_AT_ONCE, Piece, Session, log_softmax
 
 
 def read_text(path: Path) -> str:
