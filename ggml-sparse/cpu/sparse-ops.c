@@ -4,10 +4,12 @@
 // mul_mat_rows: y[r,t] = mask[r,t] != 0 ? dot(w[r], x[:,t]) : 0   (rows split across threads)
 // axpy_sparse:  y[:,t] = sum_{i: h[i,t] != 0} h[i,t] * wt[i,:]     (output split across threads;
 //               packed Q4_0/Q4_1/Q8_0 weights in sparse-packed.c)
+// mul_mat_nm:   N:M sparse weights (sparse-nm.c)
 //
 // Every weight type goes through the type traits (vec_dot, to_float), as ggml_mul_mat does.
 
 #include "sparse-ops.h"
+#include "sparse-nm.h"
 #include "sparse-packed.h"
 
 #define GGML_COMMON_DECL_C
@@ -331,6 +333,8 @@ size_t ggml_sparse_op_work_size(const struct ggml_tensor * node, int n_tasks) {
     switch (node->op) {
         case GGML_OP_MUL_MAT_ROWS:
             return mul_mat_rows_x_size(node);
+        case GGML_OP_MUL_MAT_NM:
+            return ggml_sparse_mul_mat_nm_work_size(node, n_tasks);
         case GGML_OP_AXPY_SPARSE:
             if (node->src[0]->type == GGML_TYPE_I8) {
                 return ggml_sparse_axpy_packed_work_size(node, n_tasks);
@@ -352,6 +356,8 @@ bool ggml_sparse_op_supported(const struct ggml_tensor * op) {
                     ggml_get_type_traits_cpu(traits->vec_dot_type)->from_float != NULL) &&
                    traits->nrows == 1;
         }
+        case GGML_OP_MUL_MAT_NM:
+            return ggml_sparse_mul_mat_nm_supported(op);
         case GGML_OP_AXPY_SPARSE:
             if (op->src[0]->type == GGML_TYPE_I8) {
                 return ggml_sparse_axpy_packed_supported(op);

@@ -5,14 +5,22 @@
 // mul_mat_rows vs ggml_mul_mat, masked here
 // axpy_sparse  vs a double-precision sum over the active rows of the dequantized weight
 // axpy_sparse on packed Q4_0/Q4_1/Q8_0 weights vs ggml_mul_mat on the original weight
+// mul_mat_nm   vs a double-precision product with the masked dense weight built here from the
+//              kept values, positions and permutation; and vs the type's own dot product on
+//              the gathered input (bit for bit)
 
 #include "ggml.h"
 #include "ggml-cpu.h"
 #include "ggml-sparse.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <numeric>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -137,6 +145,90 @@ static void test_axpy_sparse(ggml_type type, int64_t n, int64_t k, int64_t m, fl
     ggml_free(ctx);
 }
 
+// rows of k inputs keeping n of every m (after the permutation `perm`, empty for none); vals in
+// `type`, `threads` threads, `cols` input columns
+static void test_mul_mat_nm(ggml_type type, int64_t k, int64_t rows, int64_t cols, int n, int m, bool shuffle,
+                            int threads, std::mt19937 & rng) {
+    const int64_t kn = k / m * n;
+    const int bits = ggml_sparse_nm_index_bits(m);
+    ggml_context * ctx = new_ctx();
+    ggml_tensor * vals = ggml_new_tensor_2d(ctx, type, kn, rows);
+    ggml_tensor * idx  = ggml_new_tensor_2d(ctx, GGML_TYPE_I8, ggml_sparse_nm_index_row_size(k, n, m), rows);
+    ggml_tensor * x    = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, cols);
+    ggml_tensor * perm = shuffle ? ggml_new_tensor_1d(ctx, GGML_TYPE_I32, k) : nullptr;
+
+    std::vector<int32_t> pv(k);
+    for (int64_t c = 0; c < k; c++) pv[c] = (int32_t) c;
+    if (shuffle) {
+        std::shuffle(pv.begin(), pv.end(), rng);
+        memcpy(perm->data, pv.data(), k * sizeof(int32_t));
+    }
+    // positions: n distinct of m per group, ascending
+    std::vector<int> pos(rows * kn);
+    memset(idx->data, 0, ggml_nbytes(idx));
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t g = 0; g < k / m; g++) {
+            std::vector<int> p(m);
+            for (int i = 0; i < m; i++) p[i] = i;
+            std::shuffle(p.begin(), p.end(), rng);
+            std::sort(p.begin(), p.begin() + n);
+            for (int q = 0; q < n; q++) {
+                const int64_t j = g * n + q;
+                pos[r * kn + j] = p[q];
+                const int64_t bit = j * bits;
+                ((uint8_t *) idx->data + r * idx->nb[1])[bit >> 3] |= (uint8_t) (p[q] << (bit & 7));
+            }
+        }
+    }
+    fill_weight(vals, random_vec(rng, rows * kn, 0.1f));
+    auto xv = random_vec(rng, k * cols, 1.0f);
+    memcpy(x->data, xv.data(), xv.size() * sizeof(float));
+
+    ggml_tensor * y = ggml_mul_mat_nm(ctx, vals, idx, perm, x, n, m);
+    compute(ctx, y, threads);
+    const float * yv = (const float *) y->data;
+
+    const auto wf = dequant(vals);
+    const auto * traits = ggml_get_type_traits_cpu(type);
+    std::vector<float> xg(kn);
+    std::vector<char> xq(ggml_row_size(traits->vec_dot_type, kn) + 64);
+    double max_err = 0, scale = 1e-6;
+    bool same_as_vec_dot = true;
+    for (int64_t t = 0; t < cols; t++) {
+        for (int64_t r = 0; r < rows; r++) {
+            double want = 0, mag = 0;
+            for (int64_t j = 0; j < kn; j++) {
+                const float xi = xv[t * k + pv[(j / n) * m + pos[r * kn + j]]];
+                xg[j] = xi;
+                want += (double) wf[r * kn + j] * xi;
+                mag  += std::fabs((double) wf[r * kn + j] * xi);
+            }
+            const float got = yv[t * rows + r];
+            max_err = std::max(max_err, std::fabs(got - want));
+            scale = std::max(scale, mag);
+            float dot = 0.0f;
+            const char * w = (const char *) vals->data + r * vals->nb[1];
+            if (traits->vec_dot_type == GGML_TYPE_F32) {
+                traits->vec_dot(kn, &dot, 0, w, 0, xg.data(), 0, 1);
+            } else {
+                ggml_get_type_traits_cpu(traits->vec_dot_type)->from_float(xg.data(), xq.data(), kn);
+                traits->vec_dot(kn, &dot, 0, w, 0, xq.data(), 0, 1);
+            }
+            same_as_vec_dot = same_as_vec_dot && dot == got;
+        }
+    }
+    // the input is rounded to the type's vec_dot_type (8 bits for the quantized types)
+    const double tol = traits->vec_dot_type == GGML_TYPE_F32 ? 1e-5 : type == GGML_TYPE_F16 ? 2e-3 : 2e-2;
+    CHECK(max_err <= tol * scale, "mul_mat_nm %s %d:%d k=%lld rows=%lld cols=%lld perm=%d t=%d: max err %g (scale %g)",
+          ggml_type_name(type), n, m, (long long) k, (long long) rows, (long long) cols, (int) shuffle, threads,
+          max_err, scale);
+    // 2:4 F32/F16 rows take a fused gather-and-dot (f32 input, its own summation order)
+    const bool fused = n == 2 && m == 4 && (type == GGML_TYPE_F32 || type == GGML_TYPE_F16);
+    CHECK(fused || same_as_vec_dot, "mul_mat_nm %s %d:%d t=%d: differs from the type's own dot product on the gathered input",
+          ggml_type_name(type), n, m, threads);
+    ggml_free(ctx);
+}
+
 static void test_sparse_act(ggml_sparse_act_kind kind, int64_t n, int64_t m, bool per_channel, int threads, std::mt19937 & rng) {
     ggml_context * ctx = new_ctx();
     ggml_tensor * a   = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n, m);
@@ -215,7 +307,67 @@ static void test_axpy_packed(ggml_type type, int64_t k, int64_t n, int64_t m, fl
     ggml_free(ctx);
 }
 
-int main() {
+// `test-sparse-ops bench-nm TYPE K ROWS [REPS] [THREADS]`: one token through a K x ROWS weight,
+// dense ggml_mul_mat against 2:4 ggml_mul_mat_nm (with a permutation), alternated; medians.
+static int bench_nm(const char * type_name, int64_t k, int64_t rows, int reps, int threads) {
+    ggml_type type = GGML_TYPE_COUNT;
+    for (int t = 0; t < GGML_TYPE_COUNT; t++) {
+        if (ggml_get_type_traits((ggml_type) t)->type_name && std::string(type_name) == ggml_type_name((ggml_type) t)) {
+            type = (ggml_type) t;
+        }
+    }
+    if (type == GGML_TYPE_COUNT) {
+        std::printf("unknown type %s\n", type_name);
+        return 2;
+    }
+    std::mt19937 rng(7);
+    ggml_init_params p = { (size_t) (k * rows * 8 + (64u << 20)), nullptr, false };
+    ggml_context * ctx = ggml_init(p);
+    const int n = 2, m = 4;
+    const int64_t kn = k / m * n;
+    ggml_tensor * dense = ggml_new_tensor_2d(ctx, type, k, rows);
+    ggml_tensor * vals  = ggml_new_tensor_2d(ctx, type, kn, rows);
+    ggml_tensor * idx   = ggml_new_tensor_2d(ctx, GGML_TYPE_I8, ggml_sparse_nm_index_row_size(k, n, m), rows);
+    ggml_tensor * perm  = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, k);
+    ggml_tensor * x     = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, 1);
+    fill_weight(dense, random_vec(rng, k * rows, 0.1f));
+    fill_weight(vals, random_vec(rng, kn * rows, 0.1f));
+    for (int64_t i = 0; i < ggml_nelements(idx); i++) ((uint8_t *) idx->data)[i] = (uint8_t) (rng() & 0xff) | 0x44;
+    std::vector<int32_t> pv(k);
+    for (int64_t c = 0; c < k; c++) pv[c] = (int32_t) c;
+    std::shuffle(pv.begin(), pv.end(), rng);
+    memcpy(perm->data, pv.data(), k * sizeof(int32_t));
+    auto xv = random_vec(rng, k, 1.0f);
+    memcpy(x->data, xv.data(), k * sizeof(float));
+    ggml_tensor * yd = ggml_mul_mat(ctx, dense, x);
+    ggml_tensor * ys = ggml_mul_mat_nm(ctx, vals, idx, perm, x, n, m);
+    ggml_cgraph * gd = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gd, yd);
+    ggml_cgraph * gs = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gs, ys);
+    std::vector<double> td, ts;
+    for (int r = 0; r < reps; r++) {
+        for (int which = 0; which < 2; which++) {
+            const auto t0 = std::chrono::steady_clock::now();
+            ggml_graph_compute_with_ctx(ctx, which == 0 ? gd : gs, threads);
+            const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+            (which == 0 ? td : ts).push_back(us);
+        }
+    }
+    std::sort(td.begin(), td.end());
+    std::sort(ts.begin(), ts.end());
+    const double md = td[td.size() / 2], ms = ts[ts.size() / 2];
+    std::printf("%s k=%lld rows=%lld threads=%d reps=%d: dense %.1f us, 2:4 %.1f us, dense/2:4 %.2fx\n",
+                ggml_type_name(type), (long long) k, (long long) rows, threads, reps, md, ms, md / ms);
+    ggml_free(ctx);
+    return 0;
+}
+
+int main(int argc, char ** argv) {
+    if (argc >= 5 && std::string(argv[1]) == "bench-nm") {
+        return bench_nm(argv[2], std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 ? std::atoi(argv[5]) : 21,
+                        argc > 6 ? std::atoi(argv[6]) : 2);
+    }
     std::mt19937 rng(42);
     const ggml_type types[] = {
         GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0,
@@ -250,6 +402,25 @@ int main() {
         }
     }
     CHECK(ggml_sparse_packed_column_size(GGML_TYPE_Q4_K, 256) == 0, "Q4_K cannot be packed");
+    const int patterns[][2] = { {2, 4}, {4, 8}, {1, 4}, {3, 16}, {1, 2} };
+    for (ggml_type type : types) {
+        const int64_t bs = ggml_blck_size(type);
+        for (const auto & nm : patterns) {
+            const int n = nm[0], m = nm[1];
+            // whole groups whose kept values are whole blocks; unquantized types get an odd group
+            // count (a tail after the 2:4 fast path's 8-value spans)
+            const int64_t groups = bs == 1 ? 105 : 2 * bs / std::gcd((int64_t) n, bs);
+            const int64_t k = groups * m;
+            for (int threads = 1; threads <= 4; threads++) {
+                for (int64_t cols : {1, 3}) {
+                    test_mul_mat_nm(type, k, 37, cols, n, m, threads % 2 == 1, threads, rng);
+                    cases++;
+                }
+            }
+        }
+    }
+    CHECK(ggml_sparse_nm_index_row_size(4096, 2, 4) == 512, "2:4 index: 2 bits per kept value");
+    CHECK(ggml_sparse_nm_index_row_size(4096, 4, 8) == 1024, "4:8 index: 4 bits per kept value");
     for (int threads = 1; threads <= 4; threads++) {
         for (auto kind : {GGML_SPARSE_ACT_NONE, GGML_SPARSE_ACT_SILU, GGML_SPARSE_ACT_GELU, GGML_SPARSE_ACT_RELU}) {
             for (bool per_channel : {true, false}) {

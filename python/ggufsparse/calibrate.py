@@ -65,20 +65,52 @@ class Progress:
     advance: Callable[[int], None] = lambda n: None
 
 
-def run_layers(tm: GGUFTorchModel, windows: np.ndarray,
-               on_layer: Callable[[int, LayerStats], None], progress: Progress | None = None) -> None:
-    """Calls on_layer(i, stats) for each decoder layer with the statistics of its calibration pass."""
-    progress = progress or Progress()
+def _through_layer(layer, hidden: list[torch.Tensor], kwargs: dict, progress: Progress) -> None:
+    """Every window's hidden state replaced by the layer's output for it."""
+    with torch.inference_mode():
+        for w in range(len(hidden)):
+            out = layer(hidden[w], **kwargs)
+            hidden[w] = out[0] if isinstance(out, tuple) else out
+            progress.advance(1)
+
+
+def _each_layer(tm: GGUFTorchModel, windows: np.ndarray):
+    """(i, layer, hidden states entering it, its keyword arguments) for each decoder layer, loaded
+    for the caller's step and unloaded after it."""
     tm.load_globals(head=False)
     hidden, kwargs = _layer_inputs(tm, windows)
     for i in range(tm.n_layers):
         tm.load_layer(i)
-        layer = tm.layers[i]
-        stats = new_layer_stats(layer)
-        with LayerTaps(layer, stats), torch.inference_mode():
-            for w in range(len(hidden)):
-                out = layer(hidden[w], **kwargs[i])
-                hidden[w] = out[0] if isinstance(out, tuple) else out
-                progress.advance(1)
+        yield i, tm.layers[i], hidden, kwargs[i]
         tm.unload_layer(i)
+
+
+def run_layers(tm: GGUFTorchModel, windows: np.ndarray,
+               on_layer: Callable[[int, LayerStats], None], progress: Progress | None = None) -> None:
+    """Calls on_layer(i, stats) for each decoder layer with the statistics of its calibration pass."""
+    progress = progress or Progress()
+    for i, layer, hidden, kwargs in _each_layer(tm, windows):
+        stats = new_layer_stats(layer)
+        with LayerTaps(layer, stats):
+            _through_layer(layer, hidden, kwargs, progress)
         on_layer(i, stats)
+
+
+def prune_layers(tm: GGUFTorchModel, windows: np.ndarray,
+                 prune_layer: Callable[[int, torch.nn.Module, Callable[[], None]], None],
+                 progress: Progress | None = None) -> None:
+    """One-shot pruning layer by layer, as Wanda's and SparseGPT's code do: prune_layer(i, layer,
+    forward) may run `forward()` (every window through the layer, for its hooks), then changes the
+    layer's weights; the windows then go through the pruned layer, so each layer is calibrated on
+    the outputs of the already pruned ones. Progress: 2 * n_layers * n_windows steps."""
+    progress = progress or Progress()
+    for i, layer, hidden, kwargs in _each_layer(tm, windows):
+
+        def forward(layer=layer, hidden=hidden, kwargs=kwargs) -> None:
+            with torch.inference_mode():
+                for h in hidden:
+                    layer(h, **kwargs)
+                    progress.advance(1)
+
+        prune_layer(i, layer, forward)
+        _through_layer(layer, hidden, kwargs, progress)

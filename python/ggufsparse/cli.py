@@ -90,24 +90,52 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     recipe, recipe_model = load_recipe(args.recipe) if args.recipe else (Recipe(), None)
     recipe = recipe.override(method=args.method, sparsity=args.sparsity, attn_sparsity=args.attn_sparsity,
                              chess_norm=args.chess_norm, calib=args.calib, calib_tokens=args.calib_tokens,
-                             calib_seq_len=args.calib_seq_len)
+                             calib_seq_len=args.calib_seq_len, nm=args.nm, nm_shuffle=args.nm_shuffle,
+                             nm_alpha=args.nm_alpha, nm_bins=args.nm_bins, nm_block=args.nm_block,
+                             nm_passes=args.nm_passes, nm_dense_blocks=_int_tuple(args.nm_dense_blocks))
     name = args.model or recipe_model
     if name is None:
         raise UserError("give a MODEL (a GGUF file, a Hugging Face folder or a known model's name)")
     model = Path(name) if Path(name).is_dir() else resolve(name)
     result = convert(model, Path(args.output), recipe, force=args.force, progress=not args.quiet,
                      dtype=args.dtype, outtype=args.outtype, quantize=args.quantize)
+    if recipe.is_nm:
+        return _print_nm_summary(result, recipe, args.json)
     sp = [r.ffn_sparsity for r in result.layers]
     summary = {"output": str(result.output), "recipe": json.loads(recipe.to_json()),
                "calibration_tokens": result.calib_tokens, "ffn_sparsity_mean": sum(sp) / len(sp),
                "extra_bytes": result.extra_bytes, "original_bytes": result.original_bytes}
-    if args.json:
+    return _print_summary(summary, args.json, f"{recipe.method}, FFN sparsity on calibration text "
+                          f"{summary['ffn_sparsity_mean']:.3f}, +{100 * result.extra_bytes / result.original_bytes:.1f}% "
+                          "size")
+
+
+def _print_summary(summary: dict, as_json: bool, what: str) -> int:
+    if as_json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"wrote {result.output}: {recipe.method}, FFN sparsity on calibration text "
-              f"{summary['ffn_sparsity_mean']:.3f}, +{100 * result.extra_bytes / result.original_bytes:.1f}% "
-              f"size; see: ggufsparse inspect {result.output}")
+        print(f"wrote {summary['output']}: {what}; see: ggufsparse inspect {summary['output']}")
     return 0
+
+
+def _int_tuple(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"{text}: give block indices separated by commas, e.g. 0,-1") from None
+
+
+def _print_nm_summary(result, recipe, as_json: bool) -> int:
+    kept = [w.kept_score for w in result.pruned.weights]
+    summary = {"output": str(result.output), "recipe": json.loads(recipe.to_json()),
+               "calibration_tokens": result.calib_tokens, "pruned_tensors": len(kept),
+               "dense_blocks": sorted(result.pruned.dense_blocks),
+               "kept_score_mean": sum(kept) / max(len(kept), 1),
+               "original_bytes": result.original_bytes, "file_bytes": result.written_bytes}
+    return _print_summary(summary, as_json, f"{recipe.method} {recipe.nm} (shuffle {recipe.shuffle}), "
+                          f"{len(kept)} tensors pruned, {100 * summary['kept_score_mean']:.1f}% of the score kept")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -219,13 +247,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UserError("--ctx must be at least 8, --chunks at least 0, --limit at least 1")
     plan = EvalPlan(ppl_text=ppl, ctx=args.ctx, chunks=args.chunks,
                     tasks=[mc_tasks.resolve_task(s, data) for s in specs], limit=args.limit,
-                    task_ctx=args.task_ctx, threads=args.threads, flash_attn=args.flash_attn)
+                    task_ctx=args.task_ctx, threads=args.threads, flash_attn=args.flash_attn,
+                    ppl_docs=_doc_slice(args.ppl_docs))
     ref = resolve(args.ref) if args.ref else None
     report = evaluate(resolve(args.model), ref, plan, progress=not args.quiet)
     if args.json:
         write_atomic(Path(args.json), json.dumps(report, indent=2) + "\n")
     print(format_report(report))
     return 0
+
+
+def _doc_slice(text: str | None) -> slice | None:
+    if text is None:
+        return None
+    try:
+        start, stop = (int(v) if v else None for v in text.split(":"))
+    except ValueError:
+        raise UserError(f"--ppl-docs {text}: give START:END document indices, e.g. 800: (either may be empty)") from None
+    return slice(start, stop)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -342,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "name or 'default'; optional with a --recipe that names one")
     p.add_argument("-o", "--output", required=True, help="the GGUF to write")
     p.add_argument("--recipe", help="a recipe in convert/ by name (e.g. smollm2-135m-chess) or a .toml file")
-    p.add_argument("--method", help="chess (default) or cats")
+    p.add_argument("--method", help="chess (default) or cats (activation thresholds); magnitude, wanda or "
+                   "esparse (N:M weight pruning, see --nm)")
     p.add_argument("--sparsity", type=float, help="FFN sparsity target in [0, 1) (default 0.5)")
     p.add_argument("--attn-sparsity", type=float,
                    help="sparsity of the attention q and output projection inputs in [0, 1) (default: dense)")
@@ -351,6 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the C4 sample in ../shared/data/c4)")
     p.add_argument("--calib-tokens", type=int, help="calibration tokens (default 8192)")
     p.add_argument("--calib-seq-len", type=int, help="tokens per calibration window (default 512)")
+    g = p.add_argument_group("N:M weight pruning (magnitude, wanda, esparse; docs/esparse.md)")
+    g.add_argument("--nm", help="keep N of every M consecutive inputs of each weight row (default 2:4; M <= 16)")
+    g.add_argument("--nm-shuffle", help="input channel reordering before choosing: none, global or "
+                   "global+local (default: global+local for esparse, none otherwise)")
+    g.add_argument("--nm-alpha", type=float, help="esparse: weight of the input norm beside the entropy (default 4)")
+    g.add_argument("--nm-bins", type=int, help="esparse: histogram bins for each channel's entropy (default 64)")
+    g.add_argument("--nm-block", type=int, help="local block shuffle: channels per block (default 32)")
+    g.add_argument("--nm-passes", type=int, help="local block shuffle: greedy passes per block (default 2)")
+    g.add_argument("--nm-dense-blocks", help="blocks left dense, e.g. 0,-1 for the first and last")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                    help="PyTorch dtype for calibration (default float32)")
     p.add_argument("--outtype", default="f16", help="for a Hugging Face folder: convert_hf_to_gguf.py's "
@@ -416,7 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
         "counters.")
     p.add_argument("model", help="a GGUF file, a known model's name, or 'default'")
     p.add_argument("--ref", help="the dense GGUF the model was made from: adds KL divergence and top-1 agreement")
-    p.add_argument("--ppl", metavar="FILE", help="text for perplexity (default: ../shared/data/wikitext2/wiki.test.raw)")
+    p.add_argument("--ppl", metavar="FILE", help="text for perplexity: a text file, or a .jsonl(.gz) of "
+                   "{\"text\"} documents joined by blank lines (default: ../shared/data/wikitext2/wiki.test.raw)")
+    p.add_argument("--ppl-docs", metavar="START:END", help="with a .jsonl --ppl: only these documents, e.g. "
+                   "800: for the C4 sample's last 200, which calibration (reading from the first) never uses")
     p.add_argument("--no-ppl", action="store_true", help="skip perplexity (tasks only)")
     p.add_argument("--ctx", type=int, default=512, help="tokens per perplexity window (default 512)")
     p.add_argument("--chunks", type=int, default=0, help="perplexity windows to score, 0 for all (default 0)")

@@ -128,7 +128,8 @@ def _keys(recipe: Recipe, results: list[LayerResult], calib) -> list[ExtraKey]:
 
 
 def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, progress: bool = True,
-            dtype: str = "float32", outtype: str = "f16", quantize: str | None = None) -> ConvertResult:
+            dtype: str = "float32", outtype: str = "f16", quantize: str | None = None):
+    """A ConvertResult, or for the N:M methods a convert_nm.NMConvertResult."""
     from ggufsparse.calib_text import default_calibration_file
     from ggufsparse.hf_import import hf_to_gguf, is_hf_dir
 
@@ -149,6 +150,10 @@ def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, prog
             source = model
         reader = open_reader(source)
         _check_input(reader, source)
+        if recipe.is_nm:
+            from ggufsparse.convert_nm import convert_nm
+
+            return convert_nm(source, reader, out, recipe, calib_file, force=force, progress=progress, dtype=dtype)
         results, calib = _calibrate(source, recipe, calib_file, progress, dtype)
         extras = _extras(reader, results, progress)
         write_with_extras(source, out, _keys(recipe, results, calib), extras, force=force, progress=progress)

@@ -23,6 +23,7 @@ class EvalPlan:
     task_ctx: int = 2048
     threads: int | None = None
     flash_attn: str = "auto"
+    ppl_docs: slice | None = None  # documents of a .jsonl ppl_text
 
 
 def evaluate(model: Path, ref: Path | None, plan: EvalPlan, progress: bool = True) -> dict:
@@ -30,7 +31,7 @@ def evaluate(model: Path, ref: Path | None, plan: EvalPlan, progress: bool = Tru
     for m in (model, ref):
         if m is not None:
             check_gguf(m)
-    text = perplexity.read_text(plan.ppl_text) if plan.ppl_text else None
+    text = perplexity.read_text(plan.ppl_text, plan.ppl_docs) if plan.ppl_text else None
     if len({p.stem for p in plan.tasks}) != len(plan.tasks):
         raise UserError("two task files have the same name; rename one")
     tasks = [(p, mc_tasks.read_task(p, plan.limit)) for p in plan.tasks]
@@ -60,7 +61,8 @@ def _perplexity(session: Session, ref: Path | None, text: str, plan: EvalPlan, p
                 raise UserError(f"{ref}: its vocabulary ({ref_session.n_vocab}) differs from the model's "
                                 f"({session.n_vocab}); compare files made from one model")
             result = perplexity.score(session, ref_session, windows, progress)
-    return result | {"file": str(plan.ppl_text), "seconds": time.perf_counter() - start}
+    docs = None if plan.ppl_docs is None else f"{plan.ppl_docs.start or 0}:{plan.ppl_docs.stop or ''}"
+    return result | {"file": str(plan.ppl_text), "docs": docs, "seconds": time.perf_counter() - start}
 
 
 def _f(v, digits: int = 4) -> str:

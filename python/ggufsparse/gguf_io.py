@@ -1,4 +1,5 @@
-"""Copy a GGUF with extra metadata and tensors; every original tensor and key kept as is.
+"""Copy a GGUF with extra metadata and tensors; every original tensor and key kept as is, except
+the tensors a caller replaces by name (N:M pruning's masked weights).
 
 The writer knows nothing about sparsity methods: it takes finished arrays and keys.
 """
@@ -82,8 +83,10 @@ def temp_beside(dst: Path) -> Path:
 
 
 def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[ExtraTensor],
-                      *, force: bool = False, progress: bool = True) -> None:
-    """Write dst = src + keys + tensors, through a temporary file renamed into place."""
+                      *, force: bool = False, progress: bool = True,
+                      replace: list[ExtraTensor] | None = None) -> None:
+    """Write dst = src + keys + tensors, through a temporary file renamed into place; each tensor
+    of `replace` takes the place (and the position) of the original tensor of its name."""
     import gguf
     from tqdm import tqdm
 
@@ -97,6 +100,14 @@ def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[
     clash = [t.name for t in tensors if t.name in existing]
     if clash:
         raise UserError(f"{src}: already has tensor '{clash[0]}'; convert the original file instead")
+    replaced = {t.name: t for t in replace or []}
+    missing = sorted(set(replaced) - existing)
+    if missing:
+        raise ValueError(f"no tensor {missing[0]} to replace in {src}")
+    # (name, array, ggml type) in file order
+    parts = [(t.name, t.data, t.tensor_type) if t.name not in replaced else
+             (t.name, replaced[t.name].data, replaced[t.name].ggml_type) for t in reader.tensors]
+    parts += [(t.name, t.data, t.ggml_type) for t in tensors]
 
     try:
         tmp = temp_beside(dst)
@@ -110,21 +121,16 @@ def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[
         _copy_keys(reader, writer, skip={k.key for k in keys})
         for k in keys:
             writer.add_key_value(k.key, k.value, k.vtype, sub_type=k.sub_type)
-        for t in reader.tensors:
-            writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
-        for t in tensors:
-            writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.ggml_type)
+        for name, data, ggml_type in parts:
+            writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes, ggml_type)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        total = sum(int(t.n_bytes) for t in reader.tensors) + sum(t.data.nbytes for t in tensors)
+        total = sum(data.nbytes for _, data, _ in parts)
         with tqdm(total=total, unit="B", unit_scale=True, desc="writing", disable=not progress) as bar:
-            for t in reader.tensors:
-                writer.write_tensor_data(t.data, tensor_endianess=reader.endianess)
-                bar.update(int(t.n_bytes))
-            for t in tensors:
-                writer.write_tensor_data(t.data)
-                bar.update(t.data.nbytes)
+            for _, data, _ in parts:
+                writer.write_tensor_data(data, tensor_endianess=reader.endianess)
+                bar.update(data.nbytes)
         writer.close()
         tmp.replace(dst)
     except OSError as exc:

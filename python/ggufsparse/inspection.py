@@ -44,11 +44,41 @@ def describe(path: Path) -> dict:
             "attn_q": value(layout.Keys.CALIB_ATTN_Q_SPARSITY),
             "attn_output": value(layout.Keys.CALIB_ATTN_OUT_SPARSITY),
         },
+        "nm": None if value(layout.Keys.NM_PATTERN) is None else {
+            "pattern": value(layout.Keys.NM_PATTERN), "storage": value(layout.Keys.NM_STORAGE),
+            "tensors": value(layout.Keys.NM_TENSORS), "kept_score": value(layout.Keys.NM_KEPT_SCORE)},
         "extra_tensors": extras,
         "original_bytes": original,
         "extra_bytes": extra_bytes,
         "overhead": extra_bytes / original if original else 0.0,
     }
+
+
+def _sparsity_lines(sp: dict) -> list[str]:
+    lines = ["  sparsity on calibration text, per layer:",
+             "    layer   ffn" + ("   attn_q  attn_out" if sp["attn_q"] else "")]
+    for i, f in enumerate(sp["ffn"]):
+        row = f"    {i:5d}  {f:.3f}"
+        if sp["attn_q"]:
+            row += f"   {sp['attn_q'][i]:.3f}   {sp['attn_output'][i]:.3f}"
+        lines.append(row)
+    row = f"     mean  {sum(sp['ffn']) / len(sp['ffn']):.3f}"
+    if sp["attn_q"]:
+        row += (f"   {sum(sp['attn_q']) / len(sp['attn_q']):.3f}"
+                f"   {sum(sp['attn_output']) / len(sp['attn_output']):.3f}")
+    lines.append(row)
+    return lines
+
+
+def _nm_lines(nm: dict) -> list[str]:
+    """Per pruned tensor kind, how many tensors and the mean fraction of their score kept."""
+    kinds: dict[str, list[float]] = {}
+    for name, kept in zip(nm["tensors"], nm["kept_score"]):
+        kinds.setdefault(name.split(".", 2)[2], []).append(kept)
+    lines = [(f"  N:M {nm['pattern']}, storage {nm['storage']}: {len(nm['tensors'])} tensors pruned; "
+             "score kept, mean per kind:")]
+    lines += [f"    blk.*.{kind:24s} {len(v):3d}  {sum(v) / len(v):.3f}" for kind, v in kinds.items()]
+    return lines
 
 
 def _mib(n: int) -> str:
@@ -60,27 +90,16 @@ def format_report(d: dict) -> str:
     if not d["sparse"]:
         lines.append("  no ggufsparse data: a dense model")
         return "\n".join(lines)
-    lines.append(f"  method: {d['method']}   targets: {', '.join(d['targets'])}   "
+    lines.append(f"  method: {d['method']}   targets: {', '.join(d['targets']) or '-'}   "
                  f"format {d['format_version']}, written by ggufsparse {d['tool_version']}")
     lines.append(f"  recipe: {json.dumps(d['recipe'], sort_keys=True)}")
     c = d["calibration"]
     lines.append(f"  calibration: {c['file']}, {c['tokens']} tokens, sha256 {c['sha256'][:16]}...")
+    if d["nm"]:
+        lines += _nm_lines(d["nm"])
     sp = d["calibration_sparsity"]
-    lines.append("  sparsity on calibration text, per layer:")
-    header = "    layer   ffn" + ("   attn_q  attn_out" if sp["attn_q"] else "")
-    lines.append(header)
-    for i, f in enumerate(sp["ffn"] or []):
-        row = f"    {i:5d}  {f:.3f}"
-        if sp["attn_q"]:
-            row += f"   {sp['attn_q'][i]:.3f}   {sp['attn_output'][i]:.3f}"
-        lines.append(row)
     if sp["ffn"]:
-        mean = sum(sp["ffn"]) / len(sp["ffn"])
-        row = f"     mean  {mean:.3f}"
-        if sp["attn_q"]:
-            row += (f"   {sum(sp['attn_q']) / len(sp['attn_q']):.3f}"
-                    f"   {sum(sp['attn_output']) / len(sp['attn_output']):.3f}")
-        lines.append(row)
+        lines += _sparsity_lines(sp)
     by_kind: dict[str, list] = {}
     for e in d["extra_tensors"]:
         by_kind.setdefault(e["name"].split(".", 2)[2], []).append(e)

@@ -26,6 +26,11 @@ class Keys:
     CALIB_FFN_SPARSITY = "ggufsparse.calibration.ffn_sparsity"
     CALIB_ATTN_Q_SPARSITY = "ggufsparse.calibration.attn_q_sparsity"
     CALIB_ATTN_OUT_SPARSITY = "ggufsparse.calibration.attn_output_sparsity"
+    # N:M weight pruning (methods magnitude, wanda, esparse)
+    NM_PATTERN = "ggufsparse.nm.pattern"  # str "N:M"
+    NM_STORAGE = "ggufsparse.nm.storage"  # str: masked (pruned weights zeroed in place)
+    NM_TENSORS = "ggufsparse.nm.tensors"  # [str]: the pruned tensors
+    NM_KEPT_SCORE = "ggufsparse.nm.kept_score"  # [f32] per pruned tensor: fraction of its score kept
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,28 @@ from ggufsparse.errors import UserError
 from ggufsparse.llama_session import ROWS_AT_ONCE, Piece, Session, log_softmax
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path, docs: slice | None = None) -> str:
+    """A text file as is, or the documents of a .jsonl file ("text" fields, optionally gzip'd)
+    joined by blank lines; `docs` picks documents of a .jsonl file (e.g. held-out calibration text:
+    the calibration reads documents from the start)."""
+    from ggufsparse.calib_text import iter_documents
+
     if not path.is_file():
         raise UserError(f"{path}: no such file")
+    is_jsonl = path.name.removesuffix(".gz").endswith(".jsonl")
+    if docs is not None and not is_jsonl:
+        raise UserError(f"{path}: --ppl-docs needs a .jsonl file of documents")
     try:
-        text = path.read_text(encoding="utf-8")
+        if is_jsonl:
+            chosen = list(iter_documents(path))[docs or slice(None)]
+            text = "\n\n".join(chosen)
+        else:
+            text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not text.strip():
-        raise UserError(f"{path}: the text file is empty")
+        raise UserError(f"{path}: the text file is empty" if docs is None else
+                        f"{path}: no text in documents {docs.start}:{docs.stop}")
     return text
 
 

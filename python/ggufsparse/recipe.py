@@ -13,7 +13,8 @@ from pathlib import Path
 import tomllib
 
 from ggufsparse.errors import UserError
-from ggufsparse.methods import CHESS_NORMS, FFN_METHODS
+from ggufsparse.methods import CHESS_NORMS, FFN_METHODS, NM_METHODS
+from ggufsparse.methods.nm import SHUFFLES, parse_pattern
 from ggufsparse.paths import RECIPES_DIR
 
 
@@ -26,10 +27,39 @@ class Recipe:
     calib: str | None = None  # file; None = the C4 sample
     calib_tokens: int = 8192
     calib_seq_len: int = 512
+    # N:M methods (magnitude, wanda, esparse); docs/esparse.md
+    nm: str = "2:4"
+    nm_shuffle: str | None = None  # none | global | global+local; None: global+local for esparse, else none
+    nm_alpha: float = 4.0  # esparse: weight of the input norm beside the entropy (both mean-normalised)
+    nm_bins: int = 64  # esparse: histogram bins per channel for the entropy
+    nm_block: int = 32  # esparse local block shuffle: channels per block
+    nm_passes: int = 2  # esparse local block shuffle: greedy passes per block
+    nm_dense_blocks: tuple[int, ...] = ()  # blocks left dense (negative counts from the end)
+
+    @property
+    def is_nm(self) -> bool:
+        return self.method in NM_METHODS
+
+    @property
+    def shuffle(self) -> str:
+        if self.nm_shuffle is not None:
+            return self.nm_shuffle
+        return "global+local" if self.method == "esparse" else "none"
 
     def validate(self) -> Recipe:
-        if self.method not in FFN_METHODS:
-            raise UserError(f"--method {self.method}: unknown; choose one of {', '.join(FFN_METHODS)}")
+        if self.method not in FFN_METHODS + NM_METHODS:
+            raise UserError(f"--method {self.method}: unknown; choose one of "
+                            f"{', '.join(FFN_METHODS + NM_METHODS)}")
+        if self.is_nm:
+            parse_pattern(self.nm)
+            if self.attn_sparsity is not None:
+                raise UserError(f"--attn-sparsity: not used by --method {self.method} (N:M weight pruning)")
+        if self.shuffle not in SHUFFLES:
+            raise UserError(f"--nm-shuffle {self.shuffle}: choose one of {', '.join(SHUFFLES)}")
+        if self.shuffle != "none" and self.method == "magnitude":
+            raise UserError("--nm-shuffle: channel shuffles need calibration statistics; not with magnitude")
+        if self.nm_alpha < 0 or self.nm_bins < 2 or self.nm_block < 2 or self.nm_passes < 0:
+            raise UserError("--nm-alpha must be >= 0, --nm-bins and --nm-block >= 2, --nm-passes >= 0")
         for name, value in (("--sparsity", self.sparsity), ("--attn-sparsity", self.attn_sparsity)):
             if value is not None and not 0.0 <= value < 1.0:
                 raise UserError(f"{name} {value}: must be in [0, 1)")
@@ -43,7 +73,13 @@ class Recipe:
         return self
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        fields_ = asdict(self)
+        if not self.is_nm:  # files of the activation methods keep the recipe they always had
+            fields_ = {k: v for k, v in fields_.items() if not k.startswith("nm")}
+        else:
+            fields_["nm_shuffle"] = self.shuffle
+            fields_["nm_dense_blocks"] = list(self.nm_dense_blocks)
+        return json.dumps(fields_, sort_keys=True)
 
     def override(self, **given) -> Recipe:
         """This recipe with the fields that are not None in `given` replaced."""
@@ -79,8 +115,12 @@ def load_recipe(name_or_file: str) -> tuple[Recipe, str | None]:
     for f in fields(Recipe):
         if f.name in data and not isinstance(data[f.name], _FIELD_TYPES[f.name]):
             raise UserError(f"{path}: field '{f.name}' = {data[f.name]!r} has the wrong type")
+    if isinstance(data.get("nm_dense_blocks"), list):
+        data["nm_dense_blocks"] = tuple(data["nm_dense_blocks"])
     return Recipe(**data), model
 
 
 _FIELD_TYPES = {"method": str, "sparsity": (int, float), "attn_sparsity": (int, float), "chess_norm": str,
-                "calib": str, "calib_tokens": int, "calib_seq_len": int}
+                "calib": str, "calib_tokens": int, "calib_seq_len": int, "nm": str, "nm_shuffle": str,
+                "nm_alpha": (int, float), "nm_bins": int, "nm_block": int, "nm_passes": int,
+                "nm_dense_blocks": (list, tuple)}

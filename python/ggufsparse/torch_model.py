@@ -104,14 +104,23 @@ class GGUFTorchModel:
     def layers(self) -> list:
         return list(self.model.model.layers)
 
+    def tensor(self, name: str):
+        """The GGUF tensor (gguf-py ReaderTensor) of that name, or None."""
+        return next((t for block in self._by_block.values() for t in block if t.name == name), None)
+
+    def to_module_layout(self, name: str, array: np.ndarray) -> np.ndarray:
+        """An array in GGUF tensor `name`'s layout moved to its module's layout (transformers'
+        per-architecture fixes, e.g. llama's q/k row order); rows and columns move as the weights do."""
+        return self._processor.process(weights=array, name=name, tensor_key_mapping=self._key_map,
+                                       parsed_parameters=self._parsed).weights
+
     def _load(self, tensors: list) -> None:
         import torch
         from accelerate.utils import set_module_tensor_to_device
 
         for tensor in tensors:
             weights = dequantize_rows(tensor.data, tensor.tensor_type)
-            weights = self._processor.process(weights=weights, name=tensor.name, tensor_key_mapping=self._key_map,
-                                              parsed_parameters=self._parsed).weights
+            weights = self.to_module_layout(tensor.name, weights)
             # a fresh array from dequantize is used as is; a read-only view of the file is copied
             value = torch.from_numpy(np.require(weights, np.float32, ["C", "W"])).to(self.dtype)
             set_module_tensor_to_device(self.model, self._key_map[tensor.name], "cpu", value=value)

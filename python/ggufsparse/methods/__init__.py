@@ -1,7 +1,8 @@
-"""Sparsity methods: each turns calibration statistics into thresholds, nothing else.
+"""Sparsity methods: each turns calibration statistics into thresholds or masks, nothing else.
 
-Every FFN method is one function `ffn_thresholds(stats, sparsity) -> Thresholds`; the
-selective attention thresholds of CHESS are `attention.input_threshold`.
+Every FFN activation method is one function `ffn_thresholds(stats, sparsity) -> Thresholds`; the
+selective attention thresholds of CHESS are `attention.input_threshold`; the N:M weight methods
+are in `nm`.
 """
 
 from __future__ import annotations
@@ -21,4 +22,6 @@ class Thresholds:
 
 
 FFN_METHODS = ("chess", "cats")
+# N:M weight pruning (methods/nm.py): the score each method ranks weights by
+NM_METHODS = ("magnitude", "wanda", "esparse")
 CHESS_NORMS = ("l2", "l1")

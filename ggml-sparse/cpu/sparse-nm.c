@@ -1,0 +1,206 @@
+// ggufsparse: N:M sparse matrix product (GGML_OP_MUL_MAT_NM).
+//
+//   y[r,t] = sum_j vals[r,j] * xp[(j/N)*M + pos(r,j), t],   xp[c,t] = x[perm[c], t]
+//
+// vals holds the kept N of every M weights of each row, K*N/M wide, in any type with a vec_dot;
+// pos(r,j) is kept value j's position inside its group (idx: ggml_sparse_nm_index_bits(M) bits
+// each, little-endian along the row). Per token the input is gathered by the permutation once;
+// per row the inputs of the kept positions are gathered into a K*N/M vector, converted to the
+// type's vec_dot_type and multiplied by the type's own dot product. Rows are split across threads.
+
+#include "sparse-nm.h"
+
+#include "ggml-cpu.h"
+#include "ggml-cpu-impl.h"
+#include "ggml-impl.h"
+#include "ggml-sparse.h"
+#include "simd-mappings.h"
+
+#include <string.h>
+
+#define NM_LINE 64
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+// 2:4 with 2-bit positions: one index byte holds the positions of 4 kept values (two groups of
+// 4 inputs). NM_PERM_2_4[b] is the lane permutation that brings them to lanes 0-3 of the group
+// pair's 8 inputs: lane q <- 4*(q/2) + ((b >> 2q) & 3). A constant table, built by the preprocessor.
+#define NM_P1(b)   { ((b) >> 0) & 3, ((b) >> 2) & 3, 4 + (((b) >> 4) & 3), 4 + (((b) >> 6) & 3), 0, 0, 0, 0 }
+#define NM_P4(b)   NM_P1(b), NM_P1((b) + 1), NM_P1((b) + 2), NM_P1((b) + 3)
+#define NM_P16(b)  NM_P4(b), NM_P4((b) + 4), NM_P4((b) + 8), NM_P4((b) + 12)
+#define NM_P64(b)  NM_P16(b), NM_P16((b) + 16), NM_P16((b) + 32), NM_P16((b) + 48)
+static const int32_t NM_PERM_2_4[256][8] __attribute__((aligned(32))) = {
+    NM_P64(0), NM_P64(64), NM_P64(128), NM_P64(192)
+};
+
+static inline __m256i nm_perm_2_4(uint8_t b) {
+    return _mm256_load_si256((const __m256i *) NM_PERM_2_4[b]);
+}
+
+// the next 8 kept inputs of a 2:4 row: kept values j..j+7 come from inputs 2j..2j+15
+static inline __m256 nm_next8_2_4(const float * xp, const uint8_t * idx, int64_t j) {
+    const __m256 ga = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xp + 2*j),     nm_perm_2_4(idx[j/4]));
+    const __m256 gb = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xp + 2*j + 8), nm_perm_2_4(idx[j/4 + 1]));
+    return _mm256_permute2f128_ps(ga, gb, 0x20);
+}
+
+static inline float nm_x_2_4(const float * xp, const uint8_t * idx, int64_t j) {
+    return xp[(j / 2) * 4 + ((idx[j >> 2] >> (2 * (j & 3))) & 3)];
+}
+
+static inline float nm_hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// fused gather and dot for F32 / F16 rows of a 2:4 weight: the gathered input never leaves registers
+static float nm_dot_2_4_float(enum ggml_type type, const void * w, const float * xp, const uint8_t * idx, int64_t kn) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t j = 0;
+    if (type == GGML_TYPE_F16) {
+        const ggml_fp16_t * wh = (const ggml_fp16_t *) w;
+        for (; j + 16 <= kn; j += 16) {
+            acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (wh + j))),
+                                   nm_next8_2_4(xp, idx, j), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (wh + j + 8))),
+                                   nm_next8_2_4(xp, idx, j + 8), acc1);
+        }
+        float sum = nm_hsum(_mm256_add_ps(acc0, acc1));
+        for (; j < kn; j++) {
+            sum += GGML_CPU_FP16_TO_FP32(wh[j]) * nm_x_2_4(xp, idx, j);
+        }
+        return sum;
+    }
+    const float * wf = (const float *) w;
+    for (; j + 16 <= kn; j += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(wf + j),     nm_next8_2_4(xp, idx, j),     acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(wf + j + 8), nm_next8_2_4(xp, idx, j + 8), acc1);
+    }
+    float sum = nm_hsum(_mm256_add_ps(acc0, acc1));
+    for (; j < kn; j++) {
+        sum += wf[j] * nm_x_2_4(xp, idx, j);
+    }
+    return sum;
+}
+
+// xg[0, kn) from xp by the 2:4 positions of one row
+static void nm_gather_2_4(const float * xp, const uint8_t * idx, float * xg, int64_t kn) {
+    int64_t j = 0;
+    for (; j + 8 <= kn; j += 8) {
+        _mm256_storeu_ps(xg + j, nm_next8_2_4(xp, idx, j));
+    }
+    for (; j < kn; j++) {
+        xg[j] = nm_x_2_4(xp, idx, j);
+    }
+}
+#endif
+
+static void nm_gather(const float * xp, const uint8_t * idx, float * xg, int64_t kn, int n, int m) {
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    if (n == 2 && m == 4) {
+        nm_gather_2_4(xp, idx, xg, kn);
+        return;
+    }
+#endif
+    const int bits = ggml_sparse_nm_index_bits(m);
+    const int mask = (1 << bits) - 1;
+    for (int64_t j = 0; j < kn; j++) {
+        const int64_t bit = j * bits;
+        const int pos = (idx[bit >> 3] >> (bit & 7)) & mask;
+        xg[j] = xp[(j / n) * m + pos];
+    }
+}
+
+static size_t nm_thread_floats(const struct ggml_tensor * node) {
+    const int64_t k  = node->src[2]->ne[0];
+    const int64_t kn = node->src[0]->ne[0];
+    return GGML_PAD((k + kn) * sizeof(float), NM_LINE);
+}
+
+static size_t nm_thread_xq(const struct ggml_tensor * node) {
+    const struct ggml_type_traits_cpu * traits = ggml_get_type_traits_cpu(node->src[0]->type);
+    if (traits->vec_dot_type == GGML_TYPE_F32) {
+        return 0;
+    }
+    return GGML_PAD(ggml_row_size(traits->vec_dot_type, node->src[0]->ne[0]), NM_LINE);
+}
+
+size_t ggml_sparse_mul_mat_nm_work_size(const struct ggml_tensor * node, int n_tasks) {
+    return (size_t) n_tasks * (nm_thread_floats(node) + nm_thread_xq(node)) + NM_LINE;
+}
+
+void ggml_compute_forward_mul_mat_nm(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
+    const struct ggml_tensor * vals = dst->src[0];
+    const struct ggml_tensor * idx  = dst->src[1];
+    const struct ggml_tensor * x    = dst->src[2];
+    const struct ggml_tensor * perm = dst->src[3];
+    const int n = ggml_get_op_params_i32(dst, 0);
+    const int m = ggml_get_op_params_i32(dst, 1);
+
+    const int ith = params->ith;
+    const int nth = params->nth;
+
+    const struct ggml_type_traits_cpu * traits = ggml_get_type_traits_cpu(vals->type);
+    const enum ggml_type vec_dot_type = traits->vec_dot_type;
+    const ggml_from_float_t from_float = vec_dot_type == GGML_TYPE_F32 ? NULL :
+                                         ggml_get_type_traits_cpu(vec_dot_type)->from_float;
+    const int64_t k    = x->ne[0];
+    const int64_t kn   = vals->ne[0];
+    const int64_t rows = vals->ne[1];
+    const int64_t cols = x->ne[1];
+
+    char * base = (char *) GGML_PAD((uintptr_t) params->wdata, NM_LINE) +
+                  (size_t) ith * (nm_thread_floats(dst) + nm_thread_xq(dst));
+    float * xp = (float *) base;
+    float * xg = xp + k;
+    void  * xq = base + nm_thread_floats(dst);
+
+    const int64_t r0 = (rows * ith) / nth;
+    const int64_t r1 = (rows * (ith + 1)) / nth;
+    const int32_t * pm = perm ? (const int32_t *) perm->data : NULL;
+    // F32 and F16 rows of a 2:4 weight: gather and dot in one pass (the dot in f32, where the
+    // type's own vec_dot would round the input to f16 first)
+    const bool fused = n == 2 && m == 4 && (vals->type == GGML_TYPE_F32 || vals->type == GGML_TYPE_F16);
+    (void) fused;
+
+    for (int64_t t = 0; t < cols; t++) {
+        const float * xt = (const float *) ((const char *) x->data + t*x->nb[1]);
+        const float * src = xt;
+        if (pm) {
+            for (int64_t c = 0; c < k; c++) {
+                xp[c] = xt[pm[c]];
+            }
+            src = xp;
+        }
+        float * y = (float *) ((char *) dst->data + t*dst->nb[1]);
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t * ir = (const uint8_t *) idx->data + r*idx->nb[1];
+            const char * w = (const char *) vals->data + r*vals->nb[1];
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+            if (fused) {
+                y[r] = nm_dot_2_4_float(vals->type, w, src, ir, kn);
+                continue;
+            }
+#endif
+            nm_gather(src, ir, xg, kn, n, m);
+            if (from_float) {
+                from_float(xg, xq, kn);
+                traits->vec_dot(kn, y + r, 0, w, 0, xq, 0, 1);
+            } else {
+                traits->vec_dot(kn, y + r, 0, w, 0, xg, 0, 1);
+            }
+        }
+    }
+}
+
+bool ggml_sparse_mul_mat_nm_supported(const struct ggml_tensor * op) {
+    const struct ggml_tensor * vals = op->src[0];
+    const struct ggml_type_traits_cpu * traits = ggml_get_type_traits_cpu(vals->type);
+    return op->src[2]->type == GGML_TYPE_F32 && traits->vec_dot != NULL && traits->nrows == 1 &&
+           (traits->vec_dot_type == GGML_TYPE_F32 ||
+            ggml_get_type_traits_cpu(traits->vec_dot_type)->from_float != NULL) &&
+           vals->ne[0] % ggml_blck_size(vals->type) == 0;
+}

@@ -1,0 +1,92 @@
+"""`ggufsparse convert --method magnitude|wanda|esparse`: N:M-prune a GGUF's projections.
+
+Glue only: nm_prune chooses the masks (calibrating layer by layer), this writes the file. Storage
+`masked`: each pruned weight is written in place of the original with its pruned weights zeroed,
+as F16 when the original is quantized (a quantized block cannot hold exact zeros beside its kept
+values in every type, and F16 holds the dequantized kept values), in its own type otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ggufsparse import __version__, layout
+from ggufsparse.gguf_io import ExtraKey, ExtraTensor, dequantize_rows, write_with_extras
+from ggufsparse.methods.nm import parse_pattern
+from ggufsparse.nm_prune import NMPlan, PruneResult, dense_blocks, prune
+from ggufsparse.recipe import Recipe
+
+
+@dataclass
+class NMConvertResult:
+    output: Path
+    pruned: PruneResult
+    calib_tokens: int
+    original_bytes: int
+    written_bytes: int
+
+
+def plan_of(recipe: Recipe) -> NMPlan:
+    return NMPlan(parse_pattern(recipe.nm), recipe.method, recipe.shuffle, recipe.nm_alpha, recipe.nm_bins,
+                  recipe.nm_block, recipe.nm_passes, dense_blocks=tuple(recipe.nm_dense_blocks))
+
+
+def _masked(reader, pruned: PruneResult) -> list[ExtraTensor]:
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    by_name = {t.name: t for t in reader.tensors}
+    out = []
+    for w in pruned.weights:
+        src = by_name[w.name]
+        values = dequantize_rows(src.data, src.tensor_type).astype(np.float32) * w.mask
+        qtype = src.tensor_type if src.tensor_type in (T.F32, T.F16, T.BF16) else T.F16
+        data = values if qtype == T.F32 else gguf.quants.quantize(values, qtype)
+        out.append(ExtraTensor(w.name, data, qtype))
+    return out
+
+
+def _keys(recipe: Recipe, pruned: PruneResult, calib) -> list[ExtraKey]:
+    import gguf
+
+    V = gguf.GGUFValueType
+    return [
+        ExtraKey(layout.Keys.FORMAT_VERSION, layout.FORMAT_VERSION, V.UINT32),
+        ExtraKey(layout.Keys.TOOL_VERSION, __version__, V.STRING),
+        ExtraKey(layout.Keys.METHOD, recipe.method, V.STRING),
+        ExtraKey(layout.Keys.TARGETS, list(plan_of(recipe).projections), V.ARRAY, V.STRING),
+        ExtraKey(layout.Keys.RECIPE, recipe.to_json(), V.STRING),
+        ExtraKey(layout.Keys.CALIB_FILE, calib.source, V.STRING),
+        ExtraKey(layout.Keys.CALIB_SHA256, calib.sha256, V.STRING),
+        ExtraKey(layout.Keys.CALIB_TOKENS, calib.n_tokens, V.UINT64),
+        ExtraKey(layout.Keys.NM_PATTERN, recipe.nm, V.STRING),
+        ExtraKey(layout.Keys.NM_STORAGE, "masked", V.STRING),
+        ExtraKey(layout.Keys.NM_TENSORS, [w.name for w in pruned.weights], V.ARRAY, V.STRING),
+        ExtraKey(layout.Keys.NM_KEPT_SCORE, [w.kept_score for w in pruned.weights], V.ARRAY, V.FLOAT32),
+    ]
+
+
+def convert_nm(source: Path, reader, out: Path, recipe: Recipe, calib_file: Path, *, force: bool,
+               progress: bool, dtype: str) -> NMConvertResult:
+    from tqdm import tqdm
+
+    from ggufsparse import calib_text, calibrate
+    from ggufsparse.tokenizer import gguf_tokenizer
+    from ggufsparse.torch_model import GGUFTorchModel
+
+    tokenize, bos = gguf_tokenizer(source)
+    calib = calib_text.load(calib_file, tokenize, bos, recipe.calib_tokens, recipe.calib_seq_len)
+    plan = plan_of(recipe)
+    tm = GGUFTorchModel(source, dtype)
+    with_stats = 0 if plan.score == "magnitude" else tm.n_layers - len(dense_blocks(plan, tm.n_layers))
+    total = (tm.n_layers + with_stats) * len(calib.windows)
+    with tqdm(total=total, desc="pruning", unit="win", disable=not progress) as bar:
+        pruned = prune(tm, calib.windows, plan, calibrate.Progress(bar.update))
+    masked = _masked(reader, pruned)
+    write_with_extras(source, out, _keys(recipe, pruned, calib), [], force=force, progress=progress,
+                      replace=masked)
+    original = sum(int(t.n_bytes) for t in reader.tensors)
+    return NMConvertResult(out, pruned, calib.n_tokens, original, Path(out).stat().st_size)
