@@ -135,3 +135,17 @@ def test_sweep_rejects_bad_lists():
     assert proc.returncode == 2 and "--sparsity" in proc.stderr
     proc = run("sweep", "default", "-o", "/tmp/unused-sweep", "--method", "chess,nope")
     assert proc.returncode == 2 and "nope" in proc.stderr
+
+
+def test_perplexity_text_from_chosen_jsonl_documents(tmp_path):
+    from ggufsparse.errors import UserError
+    from ggufsparse.perplexity import read_text
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(5)))
+    assert read_text(docs) == "\n\n".join(f"document {i}" for i in range(5))
+    assert read_text(docs, slice(3, None)) == "document 3\n\ndocument 4"
+    with pytest.raises(UserError, match="no text in documents 7"):
+        read_text(docs, slice(7, None))
+    with pytest.raises(UserError, match="needs a .jsonl"):
+        read_text(WIKI, slice(0, 2))
