@@ -41,11 +41,11 @@ def _masked(reader, pruned: PruneResult) -> list[ExtraTensor]:
     by_name = {t.name: t for t in reader.tensors}
     out = []
     for w in pruned.weights:
+        # dequantized again rather than kept from pruning: one weight in memory at a time
         src = by_name[w.name]
         values = dequantize_rows(src.data, src.tensor_type).astype(np.float32) * w.mask
         qtype = src.tensor_type if src.tensor_type in (T.F32, T.F16, T.BF16) else T.F16
-        data = values if qtype == T.F32 else gguf.quants.quantize(values, qtype)
-        out.append(ExtraTensor(w.name, data, qtype))
+        out.append(ExtraTensor(w.name, gguf.quants.quantize(values, qtype), qtype))
     return out
 
 
