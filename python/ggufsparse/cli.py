@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -92,7 +93,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                              chess_norm=args.chess_norm, calib=args.calib, calib_tokens=args.calib_tokens,
                              calib_seq_len=args.calib_seq_len, nm=args.nm, nm_shuffle=args.nm_shuffle,
                              nm_alpha=args.nm_alpha, nm_bins=args.nm_bins, nm_block=args.nm_block,
-                             nm_passes=args.nm_passes, nm_dense_blocks=_int_tuple(args.nm_dense_blocks))
+                             nm_passes=args.nm_passes, nm_dense_blocks=_int_tuple(args.nm_dense_blocks),
+                             allocate=args.allocate, alloc_windows=args.alloc_windows,
+                             alloc_draws=args.alloc_draws, alloc_step=args.alloc_step)
     name = args.model or recipe_model
     if name is None:
         raise UserError("give a MODEL (a GGUF file, a Hugging Face folder or a known model's name)")
@@ -105,9 +108,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     summary = {"output": str(result.output), "recipe": json.loads(recipe.to_json()),
                "calibration_tokens": result.calib_tokens, "ffn_sparsity_mean": sum(sp) / len(sp),
                "extra_bytes": result.extra_bytes, "original_bytes": result.original_bytes}
-    return _print_summary(summary, args.json, f"{recipe.method}, FFN sparsity on calibration text "
-                          f"{summary['ffn_sparsity_mean']:.3f}, +{100 * result.extra_bytes / result.original_bytes:.1f}% "
-                          "size")
+    what = (f"{recipe.method}, FFN sparsity on calibration text {summary['ffn_sparsity_mean']:.3f}, "
+            f"+{100 * result.extra_bytes / result.original_bytes:.1f}% size")
+    if result.allocation is not None:
+        a = result.allocation
+        summary["allocation"] = dataclasses.asdict(a)
+        what += (f"; allocation: KL on held-out calibration text {a.measured_kl[0]:.4f} uniform, "
+                 f"{a.measured_kl[1]:.4f} allocated (kept: {a.used}), {a.seconds:.0f} s")
+    return _print_summary(summary, args.json, what)
 
 
 def _print_summary(summary: dict, as_json: bool, what: str) -> int:
@@ -391,6 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the C4 sample in ../shared/data/c4)")
     p.add_argument("--calib-tokens", type=int, help="calibration tokens (default 8192)")
     p.add_argument("--calib-seq-len", type=int, help="tokens per calibration window (default 512)")
+    g = p.add_argument_group("per-layer allocation (chess, cats; docs/allocation.md)")
+    g.add_argument("--allocate", help="none (default): every layer at --sparsity; kl: per-layer (and with "
+                   "--attn-sparsity per-projection) levels chosen to minimise the KL to the dense model at the "
+                   "same parameter sparsity, measured on held-out calibration text")
+    g.add_argument("--alloc-windows", type=int, help="held-out calibration windows after the calibration ones "
+                   "(default 8)")
+    g.add_argument("--alloc-draws", type=int, help="sampled tokens (backward passes) per window (default 2)")
+    g.add_argument("--alloc-step", type=float, help="spacing of the candidate levels (default 0.025)")
     g = p.add_argument_group("N:M weight pruning (magnitude, wanda, esparse; docs/esparse.md)")
     g.add_argument("--nm", help="keep N of every M consecutive inputs of each weight row (default 2:4; M <= 16)")
     g.add_argument("--nm-shuffle", help="input channel reordering before choosing: none, global or "

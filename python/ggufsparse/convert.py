@@ -35,6 +35,7 @@ class ConvertResult:
     calib_tokens: int = 0
     extra_bytes: int = 0
     original_bytes: int = 0
+    allocation: object = None  # convert_alloc.AllocationReport with --allocate
 
 
 def _check_input(reader, path: Path) -> None:
@@ -46,35 +47,55 @@ def _check_input(reader, path: Path) -> None:
                         f"(method {reader.fields[layout.Keys.METHOD].contents()}); convert the original file")
 
 
+def _layer_result(stats, recipe: Recipe, ffn_level: float, attn_level: float | None) -> LayerResult:
+    from ggufsparse.methods import attention, cats, chess
+
+    if recipe.method == "chess":
+        ffn = chess.ffn_thresholds(stats.ffn, ffn_level, recipe.chess_norm)
+    else:
+        ffn = cats.ffn_thresholds(stats.ffn, ffn_level)
+    result = LayerResult(ffn.theta, ffn.sparsity)
+    if attn_level is not None:
+        result.q_threshold, result.q_sparsity = attention.input_threshold(stats.q_input, attn_level)
+        result.o_threshold, result.o_sparsity = attention.input_threshold(stats.o_input, attn_level)
+    return result
+
+
 def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dtype: str):
-    """(per-layer results, calibration set)."""
+    """(per-layer results, calibration set, the allocation report or None)."""
     from tqdm import tqdm
 
     from ggufsparse import calib_text, calibrate
-    from ggufsparse.methods import attention, cats, chess
     from ggufsparse.tokenizer import gguf_tokenizer
     from ggufsparse.torch_model import GGUFTorchModel
 
     tokenize, bos = gguf_tokenizer(path)
     calib = calib_text.load(calib_file, tokenize, bos, recipe.calib_tokens, recipe.calib_seq_len)
     model = GGUFTorchModel(path, dtype)
-    results: list[LayerResult] = []
+    # with --allocate, every layer's thresholds at every candidate level; the allocation picks
+    grid = None
+    if recipe.allocate != "none":
+        from ggufsparse.convert_alloc import level_grid
+
+        grid = level_grid(recipe)
+    per_layer: list = []
 
     def on_layer(i: int, stats) -> None:
-        if recipe.method == "chess":
-            ffn = chess.ffn_thresholds(stats.ffn, recipe.sparsity, recipe.chess_norm)
+        if grid is None:
+            per_layer.append(_layer_result(stats, recipe, recipe.sparsity, recipe.attn_sparsity))
         else:
-            ffn = cats.ffn_thresholds(stats.ffn, recipe.sparsity)
-        result = LayerResult(ffn.theta, ffn.sparsity)
-        if recipe.attn_sparsity is not None:
-            result.q_threshold, result.q_sparsity = attention.input_threshold(stats.q_input, recipe.attn_sparsity)
-            result.o_threshold, result.o_sparsity = attention.input_threshold(stats.o_input, recipe.attn_sparsity)
-        results.append(result)
+            attn = recipe.attn_sparsity is not None
+            per_layer.append([_layer_result(stats, recipe, x, x if attn else None) for x in grid])
 
     total = model.n_layers * len(calib.windows)
     with tqdm(total=total, desc="calibrating", unit="win", disable=not progress) as bar:
         calibrate.run_layers(model, calib.windows, on_layer, calibrate.Progress(bar.update))
-    return results, calib
+    if grid is None:
+        return per_layer, calib, None
+    from ggufsparse.convert_alloc import allocate_levels
+
+    results, report = allocate_levels(model, recipe, grid, per_layer, calib_file, (tokenize, bos), progress)
+    return results, calib, report
 
 
 def _extras(reader, results: list[LayerResult], progress: bool) -> list[ExtraTensor]:
@@ -127,6 +148,29 @@ def _keys(recipe: Recipe, results: list[LayerResult], calib) -> list[ExtraKey]:
     return keys
 
 
+def _allocation_keys(report, calib) -> list[ExtraKey]:
+    import gguf
+
+    if report is None:
+        return []
+    V, K = gguf.GGUFValueType, layout.Keys
+    keys = [
+        ExtraKey(K.ALLOC_METHOD, "kl", V.STRING),
+        ExtraKey(K.ALLOC_USED, report.used, V.STRING),
+        ExtraKey(K.ALLOC_BUDGET, report.budget, V.FLOAT32),
+        ExtraKey(K.ALLOC_FILE, calib.source, V.STRING),
+        ExtraKey(K.ALLOC_SHA256, calib.sha256, V.STRING),
+        ExtraKey(K.ALLOC_WINDOWS, [report.first_window, report.windows], V.ARRAY, V.UINT32),
+        ExtraKey(K.ALLOC_KL_PREDICTED, list(report.predicted_kl), V.ARRAY, V.FLOAT32),
+        ExtraKey(K.ALLOC_KL_MEASURED, list(report.measured_kl), V.ARRAY, V.FLOAT32),
+        ExtraKey(K.ALLOC_FFN_LEVEL, report.ffn_levels, V.ARRAY, V.FLOAT32),
+    ]
+    if report.attn_q_levels is not None:
+        keys += [ExtraKey(K.ALLOC_ATTN_Q_LEVEL, report.attn_q_levels, V.ARRAY, V.FLOAT32),
+                 ExtraKey(K.ALLOC_ATTN_OUT_LEVEL, report.attn_out_levels, V.ARRAY, V.FLOAT32)]
+    return keys
+
+
 def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, progress: bool = True,
             dtype: str = "float32", outtype: str = "f16", quantize: str | None = None):
     """A ConvertResult, or for the N:M methods a convert_nm.NMConvertResult."""
@@ -154,8 +198,9 @@ def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, prog
             from ggufsparse.convert_nm import convert_nm
 
             return convert_nm(source, reader, out, recipe, calib_file, force=force, progress=progress, dtype=dtype)
-        results, calib = _calibrate(source, recipe, calib_file, progress, dtype)
+        results, calib, allocation = _calibrate(source, recipe, calib_file, progress, dtype)
         extras = _extras(reader, results, progress)
-        write_with_extras(source, out, _keys(recipe, results, calib), extras, force=force, progress=progress)
+        keys = _keys(recipe, results, calib) + _allocation_keys(allocation, calib)
+        write_with_extras(source, out, keys, extras, force=force, progress=progress)
         original = sum(int(t.n_bytes) for t in reader.tensors)
-    return ConvertResult(out, results, calib.n_tokens, sum(t.data.nbytes for t in extras), original)
+    return ConvertResult(out, results, calib.n_tokens, sum(t.data.nbytes for t in extras), original, allocation)

@@ -44,6 +44,13 @@ def describe(path: Path) -> dict:
             "attn_q": value(layout.Keys.CALIB_ATTN_Q_SPARSITY),
             "attn_output": value(layout.Keys.CALIB_ATTN_OUT_SPARSITY),
         },
+        "allocation": None if value(layout.Keys.ALLOC_METHOD) is None else {
+            "method": value(layout.Keys.ALLOC_METHOD), "used": value(layout.Keys.ALLOC_USED),
+            "budget": value(layout.Keys.ALLOC_BUDGET), "file": value(layout.Keys.ALLOC_FILE),
+            "sha256": value(layout.Keys.ALLOC_SHA256), "windows": value(layout.Keys.ALLOC_WINDOWS),
+            "kl_predicted": value(layout.Keys.ALLOC_KL_PREDICTED), "kl_measured": value(layout.Keys.ALLOC_KL_MEASURED),
+            "levels": {"ffn": value(layout.Keys.ALLOC_FFN_LEVEL), "attn_q": value(layout.Keys.ALLOC_ATTN_Q_LEVEL),
+                       "attn_output": value(layout.Keys.ALLOC_ATTN_OUT_LEVEL)}},
         "nm": None if value(layout.Keys.NM_PATTERN) is None else {
             "pattern": value(layout.Keys.NM_PATTERN), "storage": value(layout.Keys.NM_STORAGE),
             "tensors": value(layout.Keys.NM_TENSORS), "kept_score": value(layout.Keys.NM_KEPT_SCORE)},
@@ -68,6 +75,16 @@ def _sparsity_lines(sp: dict) -> list[str]:
                 f"   {sum(sp['attn_output']) / len(sp['attn_output']):.3f}")
     lines.append(row)
     return lines
+
+
+def _allocation_lines(a: dict) -> list[str]:
+    first, count = a["windows"]
+    pred, meas = a["kl_predicted"], a["kl_measured"]
+    kept = "as allocated" if a["used"] == "allocated" else "uniform (the allocation did not win)"
+    return [f"  allocation: {a['method']}, {100 * a['budget']:.1f}% of the sparse weights skipped; levels {kept}",
+            f"    sensitivity text: {a['file']} windows {first}..{first + count - 1} (held out from calibration)",
+            (f"    KL to dense there: uniform {meas[0]:.4f}, allocated {meas[1]:.4f} "
+             f"(predicted {pred[0]:.4f}, {pred[1]:.4f})")]
 
 
 def _nm_lines(nm: dict) -> list[str]:
@@ -97,6 +114,8 @@ def format_report(d: dict) -> str:
     lines.append(f"  calibration: {c['file']}, {c['tokens']} tokens, sha256 {c['sha256'][:16]}...")
     if d["nm"]:
         lines += _nm_lines(d["nm"])
+    if d["allocation"]:
+        lines += _allocation_lines(d["allocation"])
     sp = d["calibration_sparsity"]
     if sp["ffn"]:
         lines += _sparsity_lines(sp)

@@ -26,6 +26,19 @@ class Keys:
     CALIB_FFN_SPARSITY = "ggufsparse.calibration.ffn_sparsity"
     CALIB_ATTN_Q_SPARSITY = "ggufsparse.calibration.attn_q_sparsity"
     CALIB_ATTN_OUT_SPARSITY = "ggufsparse.calibration.attn_output_sparsity"
+    # --allocate kl: per-site levels chosen by end-to-end KL on held-out calibration text
+    ALLOC_METHOD = "ggufsparse.allocation.method"  # str: kl
+    ALLOC_USED = "ggufsparse.allocation.used"  # str: allocated, or uniform when the allocation lost
+    ALLOC_BUDGET = "ggufsparse.allocation.budget"  # f32: fraction of the sparse sites' weights skipped
+    ALLOC_FILE = "ggufsparse.allocation.file"  # str: the sensitivity text's file (the calibration file)
+    ALLOC_SHA256 = "ggufsparse.allocation.sha256"  # str
+    ALLOC_WINDOWS = "ggufsparse.allocation.windows"  # [u32 first window, window count] of that file
+    ALLOC_KL_PREDICTED = "ggufsparse.allocation.kl_predicted"  # [f32 uniform, allocated]
+    ALLOC_KL_MEASURED = "ggufsparse.allocation.kl_measured"  # [f32 uniform, allocated] on those windows
+    # [f32] per layer: the chosen level (fraction of inputs dropped on calibration text)
+    ALLOC_FFN_LEVEL = "ggufsparse.allocation.ffn_level"
+    ALLOC_ATTN_Q_LEVEL = "ggufsparse.allocation.attn_q_level"
+    ALLOC_ATTN_OUT_LEVEL = "ggufsparse.allocation.attn_output_level"
     # N:M weight pruning (methods magnitude, wanda, esparse)
     NM_PATTERN = "ggufsparse.nm.pattern"  # str "N:M"
     NM_STORAGE = "ggufsparse.nm.storage"  # str: masked (pruned weights zeroed in place)

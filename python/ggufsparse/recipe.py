@@ -17,6 +17,8 @@ from ggufsparse.methods import CHESS_NORMS, FFN_METHODS, NM_METHODS
 from ggufsparse.methods.nm import SHUFFLES, parse_pattern
 from ggufsparse.paths import RECIPES_DIR
 
+ALLOCATIONS = ("none", "kl")  # per-layer levels: the same everywhere, or chosen by end-to-end KL
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -27,6 +29,11 @@ class Recipe:
     calib: str | None = None  # file; None = the C4 sample
     calib_tokens: int = 8192
     calib_seq_len: int = 512
+    # per-layer allocation (docs/allocation.md): none, or kl
+    allocate: str = "none"
+    alloc_windows: int = 8  # held-out calibration windows for the sensitivity table
+    alloc_draws: int = 2  # sampled next tokens per window (backward passes)
+    alloc_step: float = 0.025  # spacing of the candidate levels
     # N:M methods (magnitude, wanda, esparse); docs/esparse.md
     nm: str = "2:4"
     nm_shuffle: str | None = None  # none | global | global+local; None: global+local for esparse, else none
@@ -50,6 +57,12 @@ class Recipe:
         if self.method not in FFN_METHODS + NM_METHODS:
             raise UserError(f"--method {self.method}: unknown; choose one of "
                             f"{', '.join(FFN_METHODS + NM_METHODS)}")
+        if self.allocate not in ALLOCATIONS:
+            raise UserError(f"--allocate {self.allocate}: choose one of {', '.join(ALLOCATIONS)}")
+        if self.allocate != "none" and self.is_nm:
+            raise UserError(f"--allocate: for the activation methods, not --method {self.method}")
+        if self.alloc_windows < 1 or self.alloc_draws < 1 or not 0.001 <= self.alloc_step <= 0.5:
+            raise UserError("--alloc-windows and --alloc-draws must be >= 1, --alloc-step in [0.001, 0.5]")
         if self.is_nm:
             parse_pattern(self.nm)
             if self.attn_sparsity is not None:
@@ -76,6 +89,8 @@ class Recipe:
         fields_ = asdict(self)
         if not self.is_nm:  # files of the activation methods keep the recipe they always had
             fields_ = {k: v for k, v in fields_.items() if not k.startswith("nm")}
+            if self.allocate == "none":
+                fields_ = {k: v for k, v in fields_.items() if not k.startswith("alloc")}
         else:
             fields_["nm_shuffle"] = self.shuffle
             fields_["nm_dense_blocks"] = list(self.nm_dense_blocks)
@@ -123,4 +138,5 @@ def load_recipe(name_or_file: str) -> tuple[Recipe, str | None]:
 _FIELD_TYPES = {"method": str, "sparsity": (int, float), "attn_sparsity": (int, float), "chess_norm": str,
                 "calib": str, "calib_tokens": int, "calib_seq_len": int, "nm": str, "nm_shuffle": str,
                 "nm_alpha": (int, float), "nm_bins": int, "nm_block": int, "nm_passes": int,
-                "nm_dense_blocks": (list, tuple)}
+                "nm_dense_blocks": (list, tuple), "allocate": str, "alloc_windows": int, "alloc_draws": int,
+                "alloc_step": (int, float)}

@@ -1,0 +1,128 @@
+"""--allocate kl: the greedy allocation on known costs, the gradient-based sensitivity against the
+KL measured with the sparse forward, and the sensitivity text coming from the calibration file only."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from ggufsparse import allocate, calib_text, calibrate, layout, reference, sensitivity
+from ggufsparse.convert import _layer_result
+from ggufsparse.recipe import Recipe
+from ggufsparse.sensitivity import Contributions, Site
+from ggufsparse.tokenizer import gguf_tokenizer
+from ggufsparse.torch_model import GGUFTorchModel
+
+GRID = np.round(np.arange(0, 0.951, 0.025), 6)
+HALF = int(np.flatnonzero(GRID == 0.5)[0])
+
+
+def quadratic_sites(costs: list[float], params: list[int], n: int = 2048) -> Contributions:
+    """Sites whose predicted KL at level x is exactly cost * x^2, with no cross terms: each site's
+    per-sample values lie along its own orthogonal direction with mean square 1."""
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((n, len(costs))))
+    q *= np.sqrt(n)
+    values = [torch.from_numpy(np.sqrt(2 * c) * GRID[:, None] * q[:, k][None, :]).float()
+              for k, c in enumerate(costs)]
+    return Contributions([Site(k, "ffn", p) for k, p in enumerate(params)], GRID, values)
+
+
+def test_greedy_reaches_the_lagrangian_optimum():
+    # minimise x1^2 + 3 x2^2 with x1 + x2 = 1: x1 = 3/4, x2 = 1/4
+    table = quadratic_sites([1.0, 3.0], [100, 100])
+    chosen = allocate.greedy(table, np.array([HALF, HALF]))
+    assert list(GRID[chosen.levels]) == [0.75, 0.25]
+    assert chosen.predicted_kl == pytest.approx(0.75, rel=1e-3)
+    assert chosen.uniform_kl == pytest.approx(1.0, rel=1e-3)
+
+
+def test_budget_counts_weights_not_sites():
+    # equal costs, the second site three times larger: minimise x1^2 + x2^2 with x1 + 3 x2 = 2
+    table = quadratic_sites([1.0, 1.0], [100, 300])
+    chosen = allocate.greedy(table, np.array([HALF, HALF]))
+    x = GRID[chosen.levels]
+    assert abs(x[0] - 0.2) <= 0.025 and abs(x[1] - 0.6) <= 0.025
+    assert 100 * x[0] + 300 * x[1] >= 200 - 1e-6
+
+
+def test_cross_terms_between_sites_are_used():
+    # two sites whose errors cancel exactly: at equal levels the predicted KL is zero
+    table = quadratic_sites([1.0], [100])
+    table = Contributions([Site(0, "ffn", 100), Site(1, "ffn", 100)], GRID, [table.values[0], -table.values[0]])
+    chosen = allocate.greedy(table, np.array([HALF, HALF]))
+    assert chosen.levels[0] == chosen.levels[1]
+    assert chosen.predicted_kl < 1e-9 < table.predicted_kl(np.array([HALF, 0]))
+
+
+@pytest.mark.model
+def test_gradient_sensitivity_matches_measured_kl(default_model):
+    """The second-order prediction of one site's KL against the KL of the sparse forward."""
+    tokenize, bos = gguf_tokenizer(default_model)
+    recipe = Recipe(sparsity=0.5)
+    text = calib_text.load(calib_text.default_calibration_file(), tokenize, bos, 3 * 256, 256).windows
+    tm = GGUFTorchModel(default_model)
+    grids = []
+    calibrate.run_layers(tm, text[:2], lambda i, stats: grids.append(_layer_result(stats, recipe, 0.5, None)))
+    tm.load_all()
+    held = text[2:]
+    sites = [s for s in sensitivity.sites_of(tm, (sensitivity.FFN,)) if s.layer in (2, 20)]
+    levels = np.array([0.0, 0.5])
+    thresholds = [np.stack([np.zeros_like(grids[s.layer].ffn_theta), grids[s.layer].ffn_theta]) for s in sites]
+    table = sensitivity.contributions(tm, held, sites, thresholds, levels, draws=16)
+    for n, site in enumerate(sites):
+        only = reference.BakedThresholds.dense(tm.n_layers)
+        only.ffn[site.layer] = grids[site.layer].ffn_theta
+        _, sparse = reference.evaluate(tm, [reference.BakedThresholds.dense(tm.n_layers), only], held,
+                                           progress=False)
+        measured = sparse.kl_sum / sparse.n
+        predicted = table.predicted_kl(np.array([1 if k == n else 0 for k in range(len(sites))]))
+        assert measured > 0 and 0.6 < predicted / measured < 1.6, (site, predicted, measured)
+
+
+@pytest.mark.model
+def test_heldout_windows_follow_the_calibration_windows(default_model):
+    tok = gguf_tokenizer(default_model)
+    recipe = Recipe(calib_tokens=512, calib_seq_len=128, alloc_windows=3)
+    from ggufsparse.convert_alloc import heldout_windows
+
+    path = calib_text.default_calibration_file()
+    held, first = heldout_windows(path, tok, recipe)
+    both = calib_text.load(path, *tok, 7 * 128, 128).windows
+    calib = calib_text.load(path, *tok, 512, 128).windows
+    assert first == 4 and held.shape == (3, 128)
+    assert np.array_equal(calib, both[:4]) and np.array_equal(held, both[4:])
+
+
+@pytest.mark.model
+@pytest.mark.runtime
+def test_allocation_reads_the_calibration_file_only(default_model, tmp_path):
+    """With a data folder holding nothing but the calibration text, --allocate kl works, and the
+    file records that its sensitivity text is that file's windows after the calibration ones."""
+    data = tmp_path / "data"
+    (data / "c4").mkdir(parents=True)
+    source = calib_text.default_calibration_file()
+    (data / "c4" / source.name).symlink_to(source)
+    out = tmp_path / "alloc.gguf"
+    env = {**os.environ, "GGUFSPARSE_DATA": str(data)}
+    proc = subprocess.run(["ggufsparse", "convert", str(default_model), "-o", str(out), "--sparsity", "0.5",
+                           "--allocate", "kl", "--calib-tokens", "512", "--calib-seq-len", "128",
+                           "--alloc-windows", "2", "--alloc-draws", "1", "--alloc-step", "0.1", "-q"],
+                          capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    f = gguf.GGUFReader(out).fields
+    K = layout.Keys
+    assert f[K.ALLOC_FILE].contents() == source.name == f[K.CALIB_FILE].contents()
+    assert f[K.ALLOC_SHA256].contents() == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert f[K.ALLOC_WINDOWS].contents() == [4, 2]
+    levels = np.array(f[K.ALLOC_FFN_LEVEL].contents())
+    n_layers = f["llama.block_count"].contents()
+    assert len(levels) == n_layers and abs(levels.mean() - 0.5) <= 0.1 / n_layers + 1e-6
+    if f[K.ALLOC_USED].contents() == "allocated":
+        np.testing.assert_allclose(f[K.CALIB_FFN_SPARSITY].contents(), levels, atol=0.01)
+    shown = subprocess.run(["ggufsparse", "inspect", str(out)], capture_output=True, text=True, check=True).stdout
+    assert "allocation: kl" in shown and "windows 4..5" in shown
