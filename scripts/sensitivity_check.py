@@ -48,9 +48,8 @@ def main() -> None:
     grid = np.concatenate([[0.0], levels])
     thresholds = [np.stack([np.zeros_like(grids[s.layer][0].ffn_theta)] + [r.ffn_theta for r in grids[s.layer]])
                   for s in sites]
-    table = sensitivity.contributions(tm, held, sites, thresholds, grid, args.draws)
-    predicted = np.array([[table.predicted_kl(np.array([j + 1 if k == n else 0 for k in range(len(sites))]))
-                           for j in range(len(levels))] for n in range(len(sites))])
+    table = sensitivity.measure(tm, held, sites, thresholds, grid, args.draws)
+    predicted = table.kl[:, 1:]
     predict_s = time.monotonic() - start
     start = time.monotonic()
     measured = np.zeros_like(predicted)

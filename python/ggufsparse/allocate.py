@@ -1,9 +1,10 @@
 """Choose a sparsity level per site that minimises the predicted KL at a parameter budget.
 
-Greedy on the predicted KL of sensitivity.Contributions (cross-site terms included): from every
-site dense, repeatedly raise by one grid step the site whose step adds the least predicted KL per
-weight skipped, until the skipped weights reach the budget; then exchange passes move one step
-from one site to another while that lowers the predicted KL without going under the budget.
+The predicted KL is the sum of the sites' own terms (sensitivity.Sensitivity), so the problem
+separates: for a price lam per skipped weight, each site takes the level minimising
+kl_n(level) - lam * params_n * level, and the smallest lam whose choices skip at least the
+budget is found by bisection (Lagrangian relaxation; exact on the lower convex hull of each
+site's curve, which is where a sum of convex-ish costs wants to be), then topped up greedily.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from ggufsparse.sensitivity import Contributions
+from ggufsparse.sensitivity import Sensitivity
 
 
 @dataclass(frozen=True)
@@ -22,57 +22,38 @@ class Allocation:
     predicted_kl: float
     uniform_kl: float  # predicted KL of the uniform levels with the same budget
 
-    def fractions(self, grid: np.ndarray) -> np.ndarray:
-        return grid[self.levels]
 
-
-def _step_costs(c: Contributions, levels: np.ndarray, z: torch.Tensor, direction: int) -> torch.Tensor:
-    """Change of predicted KL if each site moved one grid step (inf where it cannot)."""
-    top = len(c.grid) - 1
-    out = torch.full((len(levels),), float("inf"), dtype=torch.float64)
-    for n, j in enumerate(levels):
-        k = j + direction
-        if 0 <= k <= top:
-            d = (c.values[n][k] - c.values[n][j]).double()
-            out[n] = float((2 * z * d + d * d).mean()) / 2
-    return out
-
-
-def greedy(c: Contributions, uniform: np.ndarray, max_exchanges: int = 1000) -> Allocation:
+def lagrangian(table: Sensitivity, uniform: np.ndarray, iterations: int = 200) -> Allocation:
     """uniform: grid index per site of the plain method's levels; they fix the budget."""
-    params = np.array([s.params for s in c.sites], dtype=np.float64)
-    steps = np.diff(c.grid)
-    budget = float((params * c.grid[uniform]).sum())
-    levels = np.zeros(len(c.sites), dtype=np.int64)
-    z = c.z(levels).double()
-    skipped = 0.0
-    while skipped < budget - 1e-9:
-        cost = _step_costs(c, levels, z, +1).numpy()
-        gain = np.where(levels < len(c.grid) - 1, params * steps[np.minimum(levels, len(steps) - 1)], 0.0)
-        n = int(np.argmin(np.where(gain > 0, cost / np.maximum(gain, 1e-30), np.inf)))
-        if not np.isfinite(cost[n]):
-            break  # every site at the top level
-        z += (c.values[n][levels[n] + 1] - c.values[n][levels[n]]).double()
-        skipped += gain[n]
+    params = np.array([s.params for s in table.sites], dtype=np.float64)
+    grid = table.grid
+    budget = float((params * grid[uniform]).sum())
+    # scale prices to the table so the bisection range is the same for every model
+    unit = max(float(table.kl.max()), 1e-30) / max(float(params.max()), 1.0)
+
+    def choose(lam: float) -> np.ndarray:
+        return np.argmin(table.kl - lam * unit * params[:, None] * grid[None, :], axis=1)
+
+    def skipped(levels: np.ndarray) -> float:
+        return float((params * grid[levels]).sum())
+
+    lo, hi = 0.0, 1.0
+    while skipped(choose(hi)) < budget - 1e-9 and hi < 1e12:
+        hi *= 2
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        if skipped(choose(mid)) < budget - 1e-9:
+            lo = mid
+        else:
+            hi = mid
+    # below the budget at lo: fill the rest one grid step at a time, cheapest KL per weight first,
+    # so the result overshoots the budget by at most one step of one site
+    levels = choose(lo)
+    top = len(grid) - 1
+    while skipped(levels) < budget - 1e-9 and (levels < top).any():
+        up = np.minimum(levels + 1, top)
+        rows = np.arange(len(levels))
+        cost = (table.kl[rows, up] - table.kl[rows, levels]) / np.maximum(params * (grid[up] - grid[levels]), 1e-30)
+        n = int(np.argmin(np.where(levels < top, cost, np.inf)))
         levels[n] += 1
-    for _ in range(max_exchanges):
-        down = _step_costs(c, levels, z, -1).numpy()  # usually negative: KL saved
-        up = _step_costs(c, levels, z, +1).numpy()
-        freed = np.where(levels > 0, params * steps[np.maximum(levels - 1, 0)], 0.0)
-        taken = np.where(levels < len(c.grid) - 1, params * steps[np.minimum(levels, len(steps) - 1)], np.inf)
-        # lower site a, raise site b; the budget must still be met, and a != b
-        ok = (skipped - freed[:, None] + taken[None, :] >= budget - 1e-9) & ~np.eye(len(levels), dtype=bool)
-        delta = np.where(ok, down[:, None] + up[None, :], np.inf)
-        a, b = np.unravel_index(int(np.argmin(delta)), delta.shape)
-        if not delta[a, b] < -1e-12 * max(1.0, c.predicted_kl(levels)):
-            break
-        trial = levels.copy()
-        trial[a] -= 1
-        trial[b] += 1
-        z_trial = c.z(trial).double()
-        # the pair's cost above ignored the two moves' cross term: keep the exchange only if it pays
-        if float((z_trial ** 2).mean()) >= float((z ** 2).mean()):
-            break
-        levels, z = trial, z_trial
-        skipped += taken[b] - freed[a]
-    return Allocation(levels, c.predicted_kl(levels), c.predicted_kl(uniform))
+    return Allocation(levels, table.predicted_kl(levels), table.predicted_kl(uniform))

@@ -106,13 +106,13 @@ def allocate_levels(tm, recipe: Recipe, grid: np.ndarray, grids: list[list], cal
     sites = sensitivity.sites_of(tm, kinds)
     with tqdm(total=len(windows) * recipe.alloc_draws, desc="sensitivity", unit="pass",
               disable=not progress) as bar:
-        table = sensitivity.contributions(tm, windows, sites, [_site_thresholds(grids, s) for s in sites], grid,
+        table = sensitivity.measure(tm, windows, sites, [_site_thresholds(grids, s) for s in sites], grid,
                                           recipe.alloc_draws, progress=bar.update)
     at = {x: int(np.flatnonzero(grid == np.round(x, 6))[0]) for x in (recipe.sparsity, recipe.attn_sparsity)
           if x is not None}
     uniform = np.array([at[recipe.sparsity if s.kind == sensitivity.FFN else recipe.attn_sparsity]
                         for s in sites])
-    chosen = allocate.greedy(table, uniform)
+    chosen = allocate.lagrangian(table, uniform)
     results = {"uniform": _pick(grids, sites, uniform), "allocated": _pick(grids, sites, chosen.levels)}
     configs = [reference.BakedThresholds.dense(tm.n_layers)] + [_baked(k, v) for k, v in results.items()]
     quality = reference.evaluate(tm, configs, windows, progress=progress)

@@ -12,10 +12,11 @@ site, and for several sites the dot products add before squaring:
     KL ~= 1/2 * mean over tokens and draws of z^2,   z = sum over sites of g_site . d_site(level)
 
 So one forward and backward pass per window and draw gives, for every site and every candidate
-level, the per-token values g . d(level) (`Contributions`); any allocation's predicted KL, the
-interactions between sites included, is then a sum and a square, with no further model runs.
-Each token's g also carries the effect on later tokens through attention. The approximation
-is checked against measured KL in docs/allocation.md.
+level, the per-token values g . d(level). The table kept is each site's own term, 1/2 mean of
+(g . d)^2: the KL with that site alone sparse. The allocation adds these terms: the cross terms
+between sites, estimated from a few thousand samples, are noisy enough that an allocation using
+them chases the noise (on SmolLM2 it measured worse on other held-out text than the additive one;
+docs/allocation.md). Each token's g also carries the effect on later tokens through attention.
 """
 
 from __future__ import annotations
@@ -95,19 +96,16 @@ class _Taps:
 
 
 @dataclass
-class Contributions:
-    """values[site][level] = g . d(level) for every (draw, token): float32 [n_levels, n_samples]."""
+class Sensitivity:
+    """kl[n, j]: predicted KL to dense with only site n sparse, at level grid[j]."""
 
     sites: list[Site]
     grid: np.ndarray  # the candidate levels (fractions of inputs dropped on calibration text)
-    values: list[torch.Tensor]
-
-    def z(self, levels: np.ndarray) -> torch.Tensor:
-        """z per sample for one level index per site."""
-        return sum(self.values[n][int(j)] for n, j in enumerate(levels))
+    kl: np.ndarray
 
     def predicted_kl(self, levels: np.ndarray) -> float:
-        return 0.5 * float((self.z(levels).double() ** 2).mean())
+        """Sum of the sites' terms for one grid index per site."""
+        return float(self.kl[np.arange(len(self.sites)), levels].sum())
 
 
 def _dropped(key: torch.Tensor, thresholds: np.ndarray) -> torch.Tensor:
@@ -117,12 +115,13 @@ def _dropped(key: torch.Tensor, thresholds: np.ndarray) -> torch.Tensor:
     return key[None] <= t
 
 
-def contributions(tm, windows: np.ndarray, sites: list[Site], thresholds: list[np.ndarray], grid: np.ndarray,
-                  draws: int, seed: int = 0, progress=None) -> Contributions:
+def measure(tm, windows: np.ndarray, sites: list[Site], thresholds: list[np.ndarray], grid: np.ndarray,
+            draws: int, seed: int = 0, progress=None) -> Sensitivity:
     """thresholds[n]: site n's threshold at each grid level, [levels, n_ff] for FFN sites and
     [levels] for projection inputs. progress: called once per (window, draw)."""
     gen = torch.Generator().manual_seed(seed)
-    parts: list[list[torch.Tensor]] = [[] for _ in sites]
+    sums = np.zeros((len(sites), len(grid)))
+    samples = 0
     for param in tm.model.parameters():
         param.requires_grad_(False)
     for row in windows:
@@ -139,5 +138,7 @@ def contributions(tm, windows: np.ndarray, sites: list[Site], thresholds: list[n
             for n in range(len(sites)):
                 dropped = _dropped(taps.keys[n], thresholds[n]).float()  # levels x T x K
                 products = torch.stack(taps.products[n])  # draws x T x K
-                parts[n].append(torch.einsum("ltk,dtk->ldt", dropped, products).reshape(len(grid), -1))
-    return Contributions(sites, grid, [torch.cat(p, dim=1) for p in parts])
+                dots = torch.einsum("ltk,dtk->ldt", dropped, products).double()
+                sums[n] += (dots ** 2).sum(dim=(1, 2)).numpy()
+        samples += draws * windows.shape[1]
+    return Sensitivity(sites, grid, 0.5 * sums / samples)
