@@ -107,7 +107,7 @@ def allocate_levels(tm, recipe: Recipe, grid: np.ndarray, grids: list[list], cal
     with tqdm(total=len(windows) * recipe.alloc_draws, desc="sensitivity", unit="pass",
               disable=not progress) as bar:
         table = sensitivity.measure(tm, windows, sites, [_site_thresholds(grids, s) for s in sites], grid,
-                                          recipe.alloc_draws, progress=bar.update)
+                                    recipe.alloc_draws, progress=bar.update)
     at = {x: int(np.flatnonzero(grid == np.round(x, 6))[0]) for x in (recipe.sparsity, recipe.attn_sparsity)
           if x is not None}
     uniform = np.array([at[recipe.sparsity if s.kind == sensitivity.FFN else recipe.attn_sparsity]
