@@ -65,30 +65,25 @@ def _baked(name: str, results: list):
                            [r.o_threshold for r in results])
 
 
-def _pick(grids: list[list], sites, levels: np.ndarray) -> list:
-    """One LayerResult per layer: each site's thresholds from its chosen grid level."""
-    from ggufsparse.convert import LayerResult
-    from ggufsparse.sensitivity import ATTN_OUT, ATTN_Q, FFN
+# per site kind (sensitivity.FFN, ATTN_Q, ATTN_OUT): the LayerResult fields of its threshold and sparsity
+_FIELDS = {"ffn": ("ffn_theta", "ffn_sparsity"), "attn_q": ("q_threshold", "q_sparsity"),
+           "attn_output": ("o_threshold", "o_sparsity")}
 
-    chosen = {(s.layer, s.kind): grids[s.layer][int(j)] for s, j in zip(sites, levels)}
-    out = []
-    for i in range(len(grids)):
-        f = chosen[(i, FFN)]
-        r = LayerResult(f.ffn_theta, f.ffn_sparsity)
-        if (i, ATTN_Q) in chosen:
-            r.q_threshold, r.q_sparsity = chosen[(i, ATTN_Q)].q_threshold, chosen[(i, ATTN_Q)].q_sparsity
-            r.o_threshold, r.o_sparsity = chosen[(i, ATTN_OUT)].o_threshold, chosen[(i, ATTN_OUT)].o_sparsity
-        out.append(r)
+
+def _pick(grids: list[list], sites, levels: np.ndarray) -> list:
+    """One LayerResult per layer: each site's threshold and sparsity from its chosen grid level."""
+    from ggufsparse.convert import LayerResult
+
+    out = [LayerResult(None, 0.0) for _ in grids]
+    for site, j in zip(sites, levels):
+        for name in _FIELDS[site.kind]:
+            setattr(out[site.layer], name, getattr(grids[site.layer][int(j)], name))
     return out
 
 
 def _site_thresholds(grids: list[list], site) -> np.ndarray:
-    from ggufsparse.sensitivity import ATTN_Q, FFN
-
-    row = grids[site.layer]
-    if site.kind == FFN:
-        return np.stack([r.ffn_theta for r in row])
-    return np.array([r.q_threshold if site.kind == ATTN_Q else r.o_threshold for r in row], dtype=np.float32)
+    """The site's threshold at each grid level: [levels, n_ff] for FFN sites, [levels] otherwise."""
+    return np.stack([np.asarray(getattr(r, _FIELDS[site.kind][0]), dtype=np.float32) for r in grids[site.layer]])
 
 
 def allocate_levels(tm, recipe: Recipe, grid: np.ndarray, grids: list[list], calib_file, tok,
