@@ -109,10 +109,23 @@ class FFNStats:
 
 
 @dataclass
+class BlockInputs:
+    """The loaded layer and the hidden states entering it for some calibration windows, for
+    methods that run the block again (TEAL's greedy allocation)."""
+
+    layer: object
+    inputs: list  # [torch.Tensor (1, seq, n_embd)]
+    kwargs: dict
+
+
+@dataclass
 class LayerStats:
     ffn: FFNStats
-    q_input: LogHistograms  # |x| at attn_q's input, tensor-wide
+    q_input: LogHistograms  # |x| at attn_q's input (also attn_k's and attn_v's), tensor-wide
     o_input: LogHistograms  # |x| at attn_output's input, tensor-wide
+    ffn_input: LogHistograms | None = None  # |x| at ffn_gate's and ffn_up's input (TEAL only)
+    down_input: LogHistograms | None = None  # |h| at ffn_down's input (TEAL only)
+    block: BlockInputs | None = None  # with calibrate.run_layers(keep=k)
 
 
 class LayerTaps:
@@ -129,6 +142,11 @@ class LayerTaps:
             attn.q_proj.register_forward_pre_hook(lambda _m, args: s.q_input.add(args[0])),
             attn.o_proj.register_forward_pre_hook(lambda _m, args: s.o_input.add(args[0])),
         ]
+        if s.ffn_input is not None:
+            self.handles += [
+                mlp.gate_proj.register_forward_pre_hook(lambda _m, args: s.ffn_input.add(args[0])),
+                mlp.down_proj.register_forward_pre_hook(lambda _m, args: s.down_input.add(args[0])),
+            ]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -136,5 +154,9 @@ class LayerTaps:
             h.remove()
 
 
-def new_layer_stats(layer) -> LayerStats:
-    return LayerStats(FFNStats(layer.mlp.up_proj.out_features), LogHistograms(1), LogHistograms(1))
+def new_layer_stats(layer, inputs: bool = False) -> LayerStats:
+    """inputs: also the histograms of the FFN projections' inputs (TEAL)."""
+    stats = LayerStats(FFNStats(layer.mlp.up_proj.out_features), LogHistograms(1), LogHistograms(1))
+    if inputs:
+        stats.ffn_input, stats.down_input = LogHistograms(1), LogHistograms(1)
+    return stats

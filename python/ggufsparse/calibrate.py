@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ggufsparse.calib_stats import LayerStats, LayerTaps, new_layer_stats
+from ggufsparse.calib_stats import BlockInputs, LayerStats, LayerTaps, new_layer_stats
 from ggufsparse.torch_model import GGUFTorchModel
 
 
@@ -86,11 +86,16 @@ def _each_layer(tm: GGUFTorchModel, windows: np.ndarray):
 
 
 def run_layers(tm: GGUFTorchModel, windows: np.ndarray,
-               on_layer: Callable[[int, LayerStats], None], progress: Progress | None = None) -> None:
-    """Calls on_layer(i, stats) for each decoder layer with the statistics of its calibration pass."""
+               on_layer: Callable[[int, LayerStats], None], progress: Progress | None = None,
+               *, inputs: bool = False, keep: int = 0) -> None:
+    """Calls on_layer(i, stats) for each decoder layer with the statistics of its calibration pass.
+    inputs: also histogram the FFN projections' inputs; keep: stats.block holds the layer and the
+    dense hidden states entering it for the first `keep` windows."""
     progress = progress or Progress()
     for i, layer, hidden, kwargs in _each_layer(tm, windows):
-        stats = new_layer_stats(layer)
+        stats = new_layer_stats(layer, inputs)
+        if keep:
+            stats.block = BlockInputs(layer, [h.clone() for h in hidden[:keep]], kwargs)
         with LayerTaps(layer, stats):
             _through_layer(layer, hidden, kwargs, progress)
         on_layer(i, stats)

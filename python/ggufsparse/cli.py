@@ -95,7 +95,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                              nm_alpha=args.nm_alpha, nm_bins=args.nm_bins, nm_block=args.nm_block,
                              nm_passes=args.nm_passes, nm_dense_blocks=_int_tuple(args.nm_dense_blocks),
                              allocate=args.allocate, alloc_windows=args.alloc_windows,
-                             alloc_draws=args.alloc_draws, alloc_step=args.alloc_step)
+                             alloc_draws=args.alloc_draws, alloc_step=args.alloc_step,
+                             teal_alloc=args.teal_alloc, teal_step=args.teal_step, teal_windows=args.teal_windows)
     name = args.model or recipe_model
     if name is None:
         raise UserError("give a MODEL (a GGUF file, a Hugging Face folder or a known model's name)")
@@ -104,12 +105,20 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                      dtype=args.dtype, outtype=args.outtype, quantize=args.quantize)
     if recipe.is_nm:
         return _print_nm_summary(result, recipe, args.json)
-    sp = [r.ffn_sparsity for r in result.layers]
     summary = {"output": str(result.output), "recipe": json.loads(recipe.to_json()),
-               "calibration_tokens": result.calib_tokens, "ffn_sparsity_mean": sum(sp) / len(sp),
-               "extra_bytes": result.extra_bytes, "original_bytes": result.original_bytes}
-    what = (f"{recipe.method}, FFN sparsity on calibration text {summary['ffn_sparsity_mean']:.3f}, "
-            f"+{100 * result.extra_bytes / result.original_bytes:.1f}% size")
+               "calibration_tokens": result.calib_tokens, "extra_bytes": result.extra_bytes,
+               "original_bytes": result.original_bytes}
+    parts = []
+    if result.layers[0].ffn_sparsity is not None:
+        sp = [r.ffn_sparsity for r in result.layers]
+        summary["ffn_sparsity_mean"] = sum(sp) / len(sp)
+        parts.append(f"FFN sparsity on calibration text {summary['ffn_sparsity_mean']:.3f}")
+    if result.layers[0].block_level is not None:
+        levels = [r.block_level for r in result.layers]
+        summary["teal_block_sparsity_mean"] = sum(levels) / len(levels)
+        parts.append(f"TEAL ({recipe.teal_alloc}) parameter-weighted level {summary['teal_block_sparsity_mean']:.3f}")
+    what = f"{recipe.method}, {', '.join(parts)}, +{100 * result.extra_bytes / result.original_bytes:.1f}% size"
+
     if result.allocation is not None:
         a = result.allocation
         summary["allocation"] = dataclasses.asdict(a)
@@ -384,16 +393,20 @@ def build_parser() -> argparse.ArgumentParser:
         "unchanged, plus thresholds, transposed weights and ggufsparse.* metadata. Methods: chess "
         "(per-channel FFN thresholds, He et al. 2024) and cats (one FFN threshold per layer, Lee et al. "
         "2024); --attn-sparsity adds CHESS's thresholds on the inputs of the attention q and output "
-        "projections. Flags override the fields of --recipe.")
+        "projections. teal (Liu et al. 2024): a threshold on the input of every projection, levels "
+        "spread over each block's projections greedily; chess+teal: CHESS's FFN with TEAL on q, k, v and "
+        "output. Flags override the fields of --recipe.")
     p.add_argument("model", nargs="?", help="GGUF file (any quant type), Hugging Face folder, known model "
                    "name or 'default'; optional with a --recipe that names one")
     p.add_argument("-o", "--output", required=True, help="the GGUF to write")
     p.add_argument("--recipe", help="a recipe in convert/ by name (e.g. smollm2-135m-chess) or a .toml file")
-    p.add_argument("--method", help="chess (default) or cats (activation thresholds); magnitude, wanda or "
-                   "esparse (N:M weight pruning, see --nm)")
-    p.add_argument("--sparsity", type=float, help="FFN sparsity target in [0, 1) (default 0.5)")
+    p.add_argument("--method", help="chess (default), cats, teal or chess+teal (activation thresholds); "
+                   "magnitude, wanda or esparse (N:M weight pruning, see --nm)")
+    p.add_argument("--sparsity", type=float, help="FFN sparsity target in [0, 1) (default 0.5); teal: the "
+                   "parameter-weighted level of every block's projection inputs")
     p.add_argument("--attn-sparsity", type=float,
-                   help="sparsity of the attention q and output projection inputs in [0, 1) (default: dense)")
+                   help="sparsity of the attention q and output projection inputs in [0, 1) (default: dense); "
+                   "chess+teal: TEAL's level for q, k, v and output")
     p.add_argument("--chess-norm", help="l2: m_i = E[up_i^2] as in the paper (default); l1: m_i = E|up_i|")
     p.add_argument("--calib", help="calibration text, .txt or .jsonl with a \"text\" field, optionally .gz "
                    "(default: the C4 sample in ../shared/data/c4)")
@@ -407,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 8)")
     g.add_argument("--alloc-draws", type=int, help="sampled tokens (backward passes) per window (default 2)")
     g.add_argument("--alloc-step", type=float, help="spacing of the candidate levels (default 0.025)")
+    g = p.add_argument_group("TEAL (teal, chess+teal; docs/teal.md)")
+    g.add_argument("--teal-alloc", help="greedy (default): per block, raise whichever projection's level adds "
+                   "the least block-output error per skipped weight; uniform: every projection at the level")
+    g.add_argument("--teal-step", type=float, help="greedy: weights skipped per step, as a fraction of the "
+                   "block's (default 0.02)")
+    g.add_argument("--teal-windows", type=int, help="greedy: calibration windows each block is re-run on "
+                   "(default 2)")
     g = p.add_argument_group("N:M weight pruning (magnitude, wanda, esparse; docs/esparse.md)")
     g.add_argument("--nm", help="keep N of every M consecutive inputs of each weight row (default 2:4; M <= 16)")
     g.add_argument("--nm-shuffle", help="input channel reordering before choosing: none, global or "

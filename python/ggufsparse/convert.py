@@ -20,12 +20,15 @@ from ggufsparse.recipe import Recipe
 
 @dataclass
 class LayerResult:
-    ffn_theta: np.ndarray
-    ffn_sparsity: float
+    ffn_theta: np.ndarray | None  # None: no CHESS/CATS FFN channel thresholds (teal)
+    ffn_sparsity: float | None
     q_threshold: float | None = None
     q_sparsity: float | None = None
     o_threshold: float | None = None
     o_sparsity: float | None = None
+    # TEAL: site (layout.INPUT_SITES) -> (threshold, fraction of its calibration inputs at or below)
+    inputs: dict[str, tuple[float, float]] = field(default_factory=dict)
+    block_level: float | None = None  # TEAL: parameter-weighted level of the layer's sparse inputs
 
 
 @dataclass
@@ -61,6 +64,26 @@ def _layer_result(stats, recipe: Recipe, ffn_level: float, attn_level: float | N
     return result
 
 
+def _teal_layer_result(stats, recipe: Recipe) -> LayerResult:
+    from ggufsparse.methods import chess, teal
+
+    ffn, fixed = None, []
+    sites, target = teal.SITES, recipe.sparsity
+    if recipe.method == "chess+teal":
+        ffn = chess.ffn_thresholds(stats.ffn, recipe.sparsity, recipe.chess_norm)
+        sites, target = teal.ATTN_SITES, recipe.attn_sparsity
+        fixed = [teal.ChannelThresholds(stats.block.layer, ffn.theta)]
+    if recipe.teal_alloc == "greedy":
+        levels, _ = teal.greedy_levels(stats, sites, target, recipe.teal_step, fixed)
+    else:
+        levels = teal.uniform_levels(sites, target)
+    thresholds = teal.SiteThresholds(stats)
+    inputs = {s: thresholds(s, levels[s]) for s in sites}
+    reached = teal.weighted_level({s: inputs[s][1] for s in sites}, teal.params(stats.block.layer, sites))
+    return LayerResult(None if ffn is None else ffn.theta, None if ffn is None else ffn.sparsity,
+                       inputs=inputs, block_level=reached)
+
+
 def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dtype: str):
     """(per-layer results, calibration set, the allocation report or None)."""
     from tqdm import tqdm
@@ -81,7 +104,9 @@ def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dty
     per_layer: list = []
 
     def on_layer(i: int, stats) -> None:
-        if grid is None:
+        if recipe.is_teal:
+            per_layer.append(_teal_layer_result(stats, recipe))
+        elif grid is None:
             per_layer.append(_layer_result(stats, recipe, recipe.sparsity, recipe.attn_sparsity))
         else:
             attn = recipe.attn_sparsity is not None
@@ -89,7 +114,8 @@ def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dty
 
     total = model.n_layers * len(calib.windows)
     with tqdm(total=total, desc="calibrating", unit="win", disable=not progress) as bar:
-        calibrate.run_layers(model, calib.windows, on_layer, calibrate.Progress(bar.update))
+        calibrate.run_layers(model, calib.windows, on_layer, calibrate.Progress(bar.update),
+                             inputs=recipe.is_teal, keep=recipe.teal_windows if recipe.is_teal else 0)
     if grid is None:
         return per_layer, calib, None
     from ggufsparse.convert_alloc import allocate_levels
@@ -107,10 +133,12 @@ def _extras(reader, results: list[LayerResult], progress: bool) -> list[ExtraTen
     by_name = {t.name: t for t in reader.tensors}
     out: list[ExtraTensor] = []
     for i, r in enumerate(tqdm(results, desc="transposing", unit="layer", disable=not progress)):
-        pairs = [(layout.FFN_GATE_THR, layout.FFN_DOWN_T, r.ffn_theta)]
+        pairs = [] if r.ffn_theta is None else [(layout.FFN_GATE_THR, layout.FFN_DOWN_T, r.ffn_theta)]
         if r.q_threshold is not None:
             pairs.append((layout.ATTN_Q_THR, layout.ATTN_Q_T, np.array([r.q_threshold], dtype=np.float32)))
             pairs.append((layout.ATTN_OUT_THR, layout.ATTN_OUT_T, np.array([r.o_threshold], dtype=np.float32)))
+        for site, (t, _) in r.inputs.items():
+            pairs.append((*layout.INPUT_SITES[site], np.array([t], dtype=np.float32)))
         for thr, weight_t, values in pairs:
             source = by_name.get(f"blk.{i}.{weight_t.source}")
             if source is None:
@@ -125,9 +153,10 @@ def _keys(recipe: Recipe, results: list[LayerResult], calib) -> list[ExtraKey]:
     import gguf
 
     V = gguf.GGUFValueType
-    targets = [layout.TARGET_FFN]
-    if recipe.attn_sparsity is not None:
+    targets = [layout.TARGET_FFN] if results[0].ffn_theta is not None else []
+    if results[0].q_threshold is not None:
         targets += [layout.TARGET_ATTN_Q, layout.TARGET_ATTN_OUT]
+    targets += list(results[0].inputs)
     keys = [
         ExtraKey(layout.Keys.FORMAT_VERSION, layout.FORMAT_VERSION, V.UINT32),
         ExtraKey(layout.Keys.TOOL_VERSION, __version__, V.STRING),
@@ -137,13 +166,25 @@ def _keys(recipe: Recipe, results: list[LayerResult], calib) -> list[ExtraKey]:
         ExtraKey(layout.Keys.CALIB_FILE, calib.source, V.STRING),
         ExtraKey(layout.Keys.CALIB_SHA256, calib.sha256, V.STRING),
         ExtraKey(layout.Keys.CALIB_TOKENS, calib.n_tokens, V.UINT64),
-        ExtraKey(layout.Keys.CALIB_FFN_SPARSITY, [float(r.ffn_sparsity) for r in results], V.ARRAY, V.FLOAT32),
     ]
-    if recipe.attn_sparsity is not None:
+    if results[0].ffn_theta is not None:
+        keys.append(ExtraKey(layout.Keys.CALIB_FFN_SPARSITY, [float(r.ffn_sparsity) for r in results],
+                             V.ARRAY, V.FLOAT32))
+    if results[0].q_threshold is not None:
         keys += [
             ExtraKey(layout.Keys.CALIB_ATTN_Q_SPARSITY, [float(r.q_sparsity) for r in results], V.ARRAY, V.FLOAT32),
             ExtraKey(layout.Keys.CALIB_ATTN_OUT_SPARSITY, [float(r.o_sparsity) for r in results],
                      V.ARRAY, V.FLOAT32),
+        ]
+    for site in results[0].inputs:
+        keys.append(ExtraKey(layout.calib_sparsity_key(site), [float(r.inputs[site][1]) for r in results],
+                             V.ARRAY, V.FLOAT32))
+    if recipe.is_teal:
+        keys += [
+            ExtraKey(layout.Keys.TEAL_ALLOCATION, recipe.teal_alloc, V.STRING),
+            ExtraKey(layout.Keys.TEAL_SPARSITY, recipe.attn_sparsity if recipe.method == "chess+teal"
+                     else recipe.sparsity, V.FLOAT32),
+            ExtraKey(layout.Keys.TEAL_BLOCK_SPARSITY, [float(r.block_level) for r in results], V.ARRAY, V.FLOAT32),
         ]
     return keys
 

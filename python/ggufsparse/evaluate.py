@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ggufsparse import mc_score, mc_tasks, perplexity, runtime_stats
+from ggufsparse import mc_score, mc_tasks, param_sparsity, perplexity, runtime_stats
 from ggufsparse.errors import UserError
 from ggufsparse.gguf_io import check_gguf
 from ggufsparse.llama_session import Session
@@ -47,6 +47,7 @@ def evaluate(model: Path, ref: Path | None, plan: EvalPlan, progress: bool = Tru
             out["tasks"][path.stem] = mc_tasks.metrics(examples, ll) | {
                 "file": str(path), "seconds": time.perf_counter() - start}
     out["sparsity"] = runtime_stats.read_report(stats_path)
+    out["param_sparsity"] = param_sparsity.parameter_sparsity(model, out["sparsity"])
     return out
 
 
@@ -88,6 +89,7 @@ def format_report(r: dict) -> str:
     if s:
         parts = [f"{kind} {v['fraction']:.4f}" for kind, v in s.items()]
         lines.append("sparsity reached (runtime counters, channels skipped): " + ", ".join(parts))
+        lines.append(f"  projection weights skipped: {r['param_sparsity']:.4f} (docs/eval.md)")
     else:
         lines.append("sparsity reached: none (no sparse layer ran)")
     return "\n".join(lines)

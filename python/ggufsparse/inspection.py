@@ -41,9 +41,11 @@ def describe(path: Path) -> dict:
                         "tokens": value(layout.Keys.CALIB_TOKENS)},
         "calibration_sparsity": {
             "ffn": value(layout.Keys.CALIB_FFN_SPARSITY),
-            "attn_q": value(layout.Keys.CALIB_ATTN_Q_SPARSITY),
-            "attn_output": value(layout.Keys.CALIB_ATTN_OUT_SPARSITY),
+            **{site: value(layout.calib_sparsity_key(site)) for site in layout.INPUT_SITES},
         },
+        "teal": None if value(layout.Keys.TEAL_ALLOCATION) is None else {
+            "allocation": value(layout.Keys.TEAL_ALLOCATION), "sparsity": value(layout.Keys.TEAL_SPARSITY),
+            "block_sparsity": value(layout.Keys.TEAL_BLOCK_SPARSITY)},
         "allocation": None if value(layout.Keys.ALLOC_METHOD) is None else {
             "method": value(layout.Keys.ALLOC_METHOD), "used": value(layout.Keys.ALLOC_USED),
             "budget": value(layout.Keys.ALLOC_BUDGET), "file": value(layout.Keys.ALLOC_FILE),
@@ -62,18 +64,14 @@ def describe(path: Path) -> dict:
 
 
 def _sparsity_lines(sp: dict) -> list[str]:
+    """One column per sparse site (and TEAL's parameter-weighted block level), one row per layer."""
+    cols = {name: v for name, v in sp.items() if v}
     lines = ["  sparsity on calibration text, per layer:",
-             "    layer   ffn" + ("   attn_q  attn_out" if sp["attn_q"] else "")]
-    for i, f in enumerate(sp["ffn"]):
-        row = f"    {i:5d}  {f:.3f}"
-        if sp["attn_q"]:
-            row += f"   {sp['attn_q'][i]:.3f}   {sp['attn_output'][i]:.3f}"
-        lines.append(row)
-    row = f"     mean  {sum(sp['ffn']) / len(sp['ffn']):.3f}"
-    if sp["attn_q"]:
-        row += (f"   {sum(sp['attn_q']) / len(sp['attn_q']):.3f}"
-                f"   {sum(sp['attn_output']) / len(sp['attn_output']):.3f}")
-    lines.append(row)
+             "    layer" + "".join(f" {name:>11s}" for name in cols)]
+    n_layers = len(next(iter(cols.values())))
+    for i in range(n_layers):
+        lines.append(f"    {i:5d}" + "".join(f" {v[i]:11.3f}" for v in cols.values()))
+    lines.append("     mean" + "".join(f" {sum(v) / len(v):11.3f}" for v in cols.values()))
     return lines
 
 
@@ -116,8 +114,13 @@ def format_report(d: dict) -> str:
         lines += _nm_lines(d["nm"])
     if d["allocation"]:
         lines += _allocation_lines(d["allocation"])
-    sp = d["calibration_sparsity"]
-    if sp["ffn"]:
+    sp = dict(d["calibration_sparsity"])
+    if d["teal"]:
+        t = d["teal"]
+        lines.append(f"  TEAL: {t['allocation']} allocation within each block, target {t['sparsity']:.3f} "
+                     "(the parameter-weighted level of its sparse projections)")
+        sp["block"] = t["block_sparsity"]
+    if any(sp.values()):
         lines += _sparsity_lines(sp)
     by_kind: dict[str, list] = {}
     for e in d["extra_tensors"]:

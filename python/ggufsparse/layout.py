@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Bumped when the runtime must change to read a file; the runtime refuses newer versions.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: thresholds on the inputs of every projection (TEAL)
 
 
 class Keys:
@@ -44,6 +44,16 @@ class Keys:
     NM_STORAGE = "ggufsparse.nm.storage"  # str: masked (pruned weights zeroed in place)
     NM_TENSORS = "ggufsparse.nm.tensors"  # [str]: the pruned tensors
     NM_KEPT_SCORE = "ggufsparse.nm.kept_score"  # [f32] per pruned tensor: fraction of its score kept
+    # TEAL (thresholds on projection inputs); per-site levels are the calibration.*_sparsity arrays
+    TEAL_ALLOCATION = "ggufsparse.teal.allocation"  # str: greedy or uniform
+    TEAL_SPARSITY = "ggufsparse.teal.sparsity"  # f32: the requested parameter-weighted level per block
+    TEAL_BLOCK_SPARSITY = "ggufsparse.teal.block_sparsity"  # [f32] per layer: parameter-weighted level reached
+
+
+def calib_sparsity_key(site: str) -> str:
+    """ggufsparse.calibration.<site>_sparsity: per layer, the fraction of the site's calibration
+    inputs at or below its threshold (the same spelling as the two CHESS keys above)."""
+    return f"ggufsparse.calibration.{site}_sparsity"
 
 
 @dataclass(frozen=True)
@@ -74,14 +84,45 @@ ATTN_OUT_THR = SparseTensor("attn_output_thr", None, "attn_output.weight", False
 ATTN_OUT_T = SparseTensor("attn_output_t", "weight", "attn_output.weight", True,
                           "attn_output transposed: one row per input channel")
 
+# TEAL: a threshold on the input of each further projection, with its transposed copy; ffn_down's
+# input threshold pairs with FFN_DOWN_T above (a layer has CHESS's FFN_GATE_THR or these, not both)
+ATTN_K_THR = SparseTensor("attn_k_thr", None, "attn_k.weight", False, "threshold on |x| at the input of attn_k, f32 {1}")
+ATTN_K_T = SparseTensor("attn_k_t", "weight", "attn_k.weight", True, "attn_k transposed: one row per input channel")
+ATTN_V_THR = SparseTensor("attn_v_thr", None, "attn_v.weight", False, "threshold on |x| at the input of attn_v, f32 {1}")
+ATTN_V_T = SparseTensor("attn_v_t", "weight", "attn_v.weight", True, "attn_v transposed: one row per input channel")
+FFN_GATE_IN_THR = SparseTensor("ffn_gate_in_thr", None, "ffn_gate.weight", False,
+                               "threshold on |x| at the input of ffn_gate, f32 {1}")
+FFN_GATE_T = SparseTensor("ffn_gate_t", "weight", "ffn_gate.weight", True,
+                          "ffn_gate transposed: one row of n_ff per input channel")
+FFN_UP_IN_THR = SparseTensor("ffn_up_in_thr", None, "ffn_up.weight", False,
+                             "threshold on |x| at the input of ffn_up, f32 {1}")
+FFN_UP_T = SparseTensor("ffn_up_t", "weight", "ffn_up.weight", True,
+                        "ffn_up transposed: one row of n_ff per input channel")
+FFN_DOWN_IN_THR = SparseTensor("ffn_down_in_thr", None, "ffn_down.weight", False,
+                               "threshold on |h| at the input of ffn_down, f32 {1}")
+
 SPARSE_TENSORS: tuple[SparseTensor, ...] = (
     FFN_GATE_THR, FFN_DOWN_T, ATTN_Q_THR, ATTN_Q_T, ATTN_OUT_THR, ATTN_OUT_T,
+    ATTN_K_THR, ATTN_K_T, ATTN_V_THR, ATTN_V_T, FFN_GATE_IN_THR, FFN_GATE_T, FFN_UP_IN_THR, FFN_UP_T,
+    FFN_DOWN_IN_THR,
 )
 
 # ggufsparse.targets values
 TARGET_FFN = "ffn"
 TARGET_ATTN_Q = "attn_q"
 TARGET_ATTN_OUT = "attn_output"
+
+# Sites with a tensor-wise threshold on a projection's input, by the name the runtime's sparsity
+# report uses (and ggufsparse.targets): (threshold, transposed weight)
+INPUT_SITES: dict[str, tuple[SparseTensor, SparseTensor]] = {
+    "attn_q": (ATTN_Q_THR, ATTN_Q_T),
+    "attn_k": (ATTN_K_THR, ATTN_K_T),
+    "attn_v": (ATTN_V_THR, ATTN_V_T),
+    "attn_output": (ATTN_OUT_THR, ATTN_OUT_T),
+    "ffn_gate_in": (FFN_GATE_IN_THR, FFN_GATE_T),
+    "ffn_up_in": (FFN_UP_IN_THR, FFN_UP_T),
+    "ffn_down_in": (FFN_DOWN_IN_THR, FFN_DOWN_T),
+}
 
 _STEMS = tuple(f".{t.stem}" for t in SPARSE_TENSORS)
 
@@ -92,6 +133,4 @@ def is_sparse_tensor(name: str) -> bool:
 
 
 # threshold -> transposed weight: the runtime needs both or neither
-PAIRS: tuple[tuple[SparseTensor, SparseTensor], ...] = (
-    (FFN_GATE_THR, FFN_DOWN_T), (ATTN_Q_THR, ATTN_Q_T), (ATTN_OUT_THR, ATTN_OUT_T),
-)
+PAIRS: tuple[tuple[SparseTensor, SparseTensor], ...] = ((FFN_GATE_THR, FFN_DOWN_T), *INPUT_SITES.values())

@@ -13,7 +13,7 @@ from pathlib import Path
 import tomllib
 
 from ggufsparse.errors import UserError
-from ggufsparse.methods import CHESS_NORMS, FFN_METHODS, NM_METHODS
+from ggufsparse.methods import CHESS_NORMS, FFN_METHODS, NM_METHODS, TEAL_ALLOCATIONS, TEAL_METHODS
 from ggufsparse.methods.nm import SHUFFLES, parse_pattern
 from ggufsparse.paths import RECIPES_DIR
 
@@ -34,6 +34,10 @@ class Recipe:
     alloc_windows: int = 8  # held-out calibration windows for the sensitivity table
     alloc_draws: int = 2  # sampled next tokens per window (backward passes)
     alloc_step: float = 0.025  # spacing of the candidate levels
+    # TEAL (methods/teal.py): sparsity = the parameter-weighted level of each block's sparse inputs
+    teal_alloc: str = "greedy"  # greedy | uniform: how a block's level is spread over its projections
+    teal_step: float = 0.02  # greedy: weights skipped per step, as a fraction of the block's
+    teal_windows: int = 2  # greedy: calibration windows the block is re-run on
     # N:M methods (magnitude, wanda, esparse); docs/esparse.md
     nm: str = "2:4"
     nm_shuffle: str | None = None  # none | global | global+local; None: global+local for esparse, else none
@@ -48,19 +52,27 @@ class Recipe:
         return self.method in NM_METHODS
 
     @property
+    def is_teal(self) -> bool:
+        return self.method in TEAL_METHODS
+
+    @property
     def shuffle(self) -> str:
         if self.nm_shuffle is not None:
             return self.nm_shuffle
         return "global+local" if self.method == "esparse" else "none"
 
     def validate(self) -> Recipe:
-        if self.method not in FFN_METHODS + NM_METHODS:
-            raise UserError(f"--method {self.method}: unknown; choose one of "
-                            f"{', '.join(FFN_METHODS + NM_METHODS)}")
+        known = FFN_METHODS + TEAL_METHODS + NM_METHODS
+        if self.method not in known:
+            raise UserError(f"--method {self.method}: unknown; choose one of {', '.join(known)}")
         if self.allocate not in ALLOCATIONS:
             raise UserError(f"--allocate {self.allocate}: choose one of {', '.join(ALLOCATIONS)}")
         if self.allocate != "none" and self.is_nm:
             raise UserError(f"--allocate: for the activation methods, not --method {self.method}")
+        if self.allocate != "none" and self.is_teal:
+            raise UserError(f"--allocate: for chess and cats; --method {self.method} allocates with --teal-alloc")
+        if self.is_teal:
+            self._validate_teal()
         if self.alloc_windows < 1 or self.alloc_draws < 1 or not 0.001 <= self.alloc_step <= 0.5:
             raise UserError("--alloc-windows and --alloc-draws must be >= 1, --alloc-step in [0.001, 0.5]")
         if self.is_nm:
@@ -85,12 +97,27 @@ class Recipe:
                             f"(--calib-seq-len {self.calib_seq_len})")
         return self
 
+    def _validate_teal(self) -> None:
+        if self.teal_alloc not in TEAL_ALLOCATIONS:
+            raise UserError(f"--teal-alloc {self.teal_alloc}: choose one of {', '.join(TEAL_ALLOCATIONS)}")
+        if not 0.001 <= self.teal_step <= 0.5 or self.teal_windows < 1:
+            raise UserError("--teal-step must be in [0.001, 0.5], --teal-windows >= 1")
+        if self.method == "teal" and self.attn_sparsity is not None:
+            raise UserError("--attn-sparsity: not with --method teal, whose --sparsity covers every projection "
+                            "(chess+teal: CHESS's FFN at --sparsity, TEAL's attention at --attn-sparsity)")
+        if self.method == "chess+teal" and self.attn_sparsity is None:
+            raise UserError("--method chess+teal needs --attn-sparsity (TEAL's level for q, k, v and output)")
+        if self.teal_windows * self.calib_seq_len > self.calib_tokens:
+            raise UserError(f"--teal-windows {self.teal_windows}: more than the calibration windows")
+
     def to_json(self) -> str:
         fields_ = asdict(self)
         if not self.is_nm:  # files of the activation methods keep the recipe they always had
             fields_ = {k: v for k, v in fields_.items() if not k.startswith("nm")}
             if self.allocate == "none":
                 fields_ = {k: v for k, v in fields_.items() if not k.startswith("alloc")}
+            if not self.is_teal:
+                fields_ = {k: v for k, v in fields_.items() if not k.startswith("teal")}
         else:
             fields_["nm_shuffle"] = self.shuffle
             fields_["nm_dense_blocks"] = list(self.nm_dense_blocks)
@@ -139,4 +166,4 @@ _FIELD_TYPES = {"method": str, "sparsity": (int, float), "attn_sparsity": (int, 
                 "calib": str, "calib_tokens": int, "calib_seq_len": int, "nm": str, "nm_shuffle": str,
                 "nm_alpha": (int, float), "nm_bins": int, "nm_block": int, "nm_passes": int,
                 "nm_dense_blocks": (list, tuple), "allocate": str, "alloc_windows": int, "alloc_draws": int,
-                "alloc_step": (int, float)}
+                "alloc_step": (int, float), "teal_alloc": str, "teal_step": (int, float), "teal_windows": int}

@@ -2,13 +2,15 @@
 
 It applies exactly the thresholds baked into a GGUF to the dequantized model, with the runtime's
 semantics: FFN channel i is active iff |act(gate)_i| > theta_i (inactive channels contribute
-nothing to up * act and down); an input entry of the q / output projection is kept iff |x| > t.
+nothing to up * act and down); an input entry of a projection with a threshold (CHESS: q and
+output; TEAL: any of the seven) is kept iff |x| > t.
 Quality is measured against the same model without thresholds, on the same token windows.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from typing_extensions import Self
 from ggufsparse import layout
 from ggufsparse.errors import UserError
 from ggufsparse.gguf_io import open_reader
+from ggufsparse.methods import teal
 
 
 @dataclass
@@ -30,6 +33,12 @@ class BakedThresholds:
     ffn: list[np.ndarray | None]
     attn_q: list[float | None]
     attn_out: list[float | None]
+    # the other input sites (layout.INPUT_SITES: attn_k, attn_v, ffn_gate_in, ...), per layer
+    more: dict[str, list[float | None]] = field(default_factory=dict)
+
+    def inputs(self) -> dict[str, list[float | None]]:
+        """Every input site's per-layer thresholds, by the runtime's site names."""
+        return {"attn_q": self.attn_q, "attn_output": self.attn_out, **self.more}
 
     @classmethod
     def read(cls, path: Path, n_layers: int) -> BakedThresholds:
@@ -40,12 +49,15 @@ class BakedThresholds:
             t = tensors.get(spec.name(i))
             return None if t is None else np.array(t.data, dtype=np.float32).reshape(-1)
 
+        def scalars(spec: layout.SparseTensor) -> list[float | None]:
+            return [None if (v := get(spec, i)) is None else float(v[0]) for i in range(n_layers)]
+
         method = reader.fields.get(layout.Keys.METHOD)
         ffn = [get(layout.FFN_GATE_THR, i) for i in range(n_layers)]
-        q = [get(layout.ATTN_Q_THR, i) for i in range(n_layers)]
-        o = [get(layout.ATTN_OUT_THR, i) for i in range(n_layers)]
-        return cls(Path(path).name, method.contents() if method else None, ffn,
-                   [None if v is None else float(v[0]) for v in q], [None if v is None else float(v[0]) for v in o])
+        sites = {site: scalars(thr) for site, (thr, _) in layout.INPUT_SITES.items()}
+        q, o = sites.pop("attn_q"), sites.pop("attn_output")
+        more = {site: v for site, v in sites.items() if any(t is not None for t in v)}
+        return cls(Path(path).name, method.contents() if method else None, ffn, q, o, more)
 
     @classmethod
     def dense(cls, n_layers: int) -> BakedThresholds:
@@ -68,8 +80,8 @@ def original_tensors_digest(path: Path) -> str:
 class Counters:
     """Zeroed and total activations at each sparse site, over a run."""
 
-    zero: dict[str, int] = field(default_factory=lambda: {"ffn": 0, "attn_q": 0, "attn_output": 0})
-    total: dict[str, int] = field(default_factory=lambda: {"ffn": 0, "attn_q": 0, "attn_output": 0})
+    zero: Counter = field(default_factory=Counter)
+    total: Counter = field(default_factory=Counter)
 
     def add(self, site: str, keep: torch.Tensor) -> None:
         self.zero[site] += int((~keep).sum())
@@ -106,12 +118,10 @@ class SparseForward:
             if theta is not None:
                 th = torch.from_numpy(theta).to(layer.mlp.up_proj.weight.dtype)
                 self.handles.append(layer.mlp.act_fn.register_forward_hook(self._ffn_hook(th)))
-            if self.t.attn_q[i] is not None:
-                self.handles.append(layer.self_attn.q_proj.register_forward_pre_hook(
-                    self._input_hook("attn_q", self.t.attn_q[i])))
-            if self.t.attn_out[i] is not None:
-                self.handles.append(layer.self_attn.o_proj.register_forward_pre_hook(
-                    self._input_hook("attn_output", self.t.attn_out[i])))
+            for site, thresholds in self.t.inputs().items():
+                if thresholds[i] is not None:
+                    self.handles.append(teal.module(layer, site).register_forward_pre_hook(
+                        self._input_hook(site, thresholds[i])))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -156,7 +166,7 @@ class Quality:
             "ppl": float(np.exp(self.nll_sum / self.n)),
             "kl_mean": self.kl_sum / self.n, "kl_p99": float(np.percentile(kl, 99)),
             "top1": self.top1_same / self.n,
-            "sparsity": {s: self.counters.sparsity(s) for s in ("ffn", "attn_q", "attn_output")},
+            "sparsity": {s: self.counters.sparsity(s) for s in ("ffn", *layout.INPUT_SITES)},
         }
 
 

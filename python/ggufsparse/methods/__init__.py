@@ -22,6 +22,9 @@ class Thresholds:
 
 
 FFN_METHODS = ("chess", "cats")
+# thresholds on projection inputs (methods/teal.py): every projection, or CHESS's FFN + TEAL attention
+TEAL_METHODS = ("teal", "chess+teal")
+TEAL_ALLOCATIONS = ("greedy", "uniform")
 # N:M weight pruning (methods/nm.py): the score each method ranks weights by
 NM_METHODS = ("magnitude", "wanda", "esparse")
 CHESS_NORMS = ("l2", "l1")

@@ -1,0 +1,36 @@
+"""The share of a model's projection weights that a run skipped, from the runtime's report.
+
+Each sparse site skips the weights its zeroed inputs multiply: the FFN channels of CHESS/CATS skip
+a row of ffn_up and a column of ffn_down each (ffn_gate stays dense); a thresholded projection
+input skips that input's column of the projection. The denominator is every block's seven
+projections (q, k, v, output, gate, up, down), so methods that sparsify different projections
+compare at equal weights read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ggufsparse.gguf_io import open_reader
+
+PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+# runtime report site -> the projections whose weights one skipped input saves
+SITE_WEIGHTS = {
+    "ffn": ("ffn_up", "ffn_down"),
+    "attn_q": ("attn_q",), "attn_k": ("attn_k",), "attn_v": ("attn_v",), "attn_output": ("attn_output",),
+    "ffn_gate_in": ("ffn_gate",), "ffn_up_in": ("ffn_up",), "ffn_down_in": ("ffn_down",),
+}
+
+
+def parameter_sparsity(model: Path, report: dict | None) -> float:
+    """Skipped weights / all projection weights, with each layer's skipped fraction per site."""
+    sizes = {t.name: int(t.n_elements) for t in open_reader(model).tensors}
+    total = sum(n for name, n in sizes.items()
+                if name.startswith("blk.") and name.endswith(".weight") and name.split(".")[2] in PROJECTIONS)
+    skipped = 0.0
+    for site, counts in (report or {}).items():
+        for i, fraction in enumerate(counts["layers"]):
+            if fraction is not None:
+                skipped += fraction * sum(sizes.get(f"blk.{i}.{w}.weight", 0) for w in SITE_WEIGHTS[site])
+    return skipped / total if total else 0.0
