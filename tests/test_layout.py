@@ -14,9 +14,9 @@ def _c_tensor_names(arch_cpp: str) -> set[str]:
     return set(re.findall(r'\{\s*LLM_TENSOR_\w+,\s*"(blk\.%d\.[a-z_]+(?:_thr|_t))"\s*\}', arch_cpp))
 
 
-def test_python_names_match_the_patch():
-    patch = (REPO_ROOT / "patches" / "0001-loader-accept-ggufsparse-tensors.patch").read_text()
-    added = "\n".join(line[1:] for line in patch.splitlines() if line.startswith("+"))
+def test_python_names_match_the_patches():
+    patches = [p.read_text() for p in sorted((REPO_ROOT / "patches").glob("*.patch"))]
+    added = "\n".join(line[1:] for patch in patches for line in patch.splitlines() if line.startswith("+"))
     c_names = _c_tensor_names(added)
     py_names = {f"blk.%d.{t.stem}" for t in layout.SPARSE_TENSORS}
     assert c_names == py_names

@@ -102,6 +102,13 @@ MALFORMED = {
     "no format version key": (lambda e: e, [], layout.Keys.FORMAT_VERSION, "no"),
     "format version from the future": (lambda e: e, [version_key(layout.FORMAT_VERSION + 1)],
                                        layout.Keys.FORMAT_VERSION, "rebuild the runtime"),
+    "CHESS channel and TEAL input thresholds in one FFN": (
+        lambda e: [*e, ExtraTensor(layout.FFN_DOWN_IN_THR.name(0), np.zeros(1, np.float32),
+                                   gguf.GGMLQuantizationType.F32)],
+        None, layout.FFN_GATE_THR.name(0), "one kind or the other"),
+    "TEAL input threshold without its transposed weight": (
+        lambda e: [*e, ExtraTensor(layout.ATTN_K_THR.name(0), np.zeros(1, np.float32), gguf.GGMLQuantizationType.F32)],
+        None, layout.ATTN_K_THR.name(0), "partner"),
     "unknown extra tensor": (lambda e: [*e, ExtraTensor("blk.0.ffn_mystery", np.zeros(4, np.float32),
                                                         gguf.GGMLQuantizationType.F32)],
                              None, "blk.0.ffn_mystery", "not used by this model"),

@@ -80,37 +80,60 @@ def test_dense_switch_computes_the_original_model(default_model, chess_file, tmp
 
 
 @pytest.fixture(scope="module")
-def float_smollm2_masked(default_model, tmp_path_factory) -> Path:
-    """SmolLM2 in F32 (real weights) with CHESS files' tensors, its FFN thresholds replaced by a
-    fixed mask (0: always active, f32 max: never): exact transposed copies, and no channel sits
-    near its threshold, so float rounding cannot flip one."""
-    import gguf
+def float_smollm2_hf(default_model, tmp_path_factory) -> Path:
+    """SmolLM2 (real weights) as an F32 Hugging Face folder: converted with --outtype f32, its
+    transposed copies are exact."""
     import torch
     from transformers import AutoTokenizer
 
-    root = tmp_path_factory.mktemp("f32chess")
-    model = torch_model.load(default_model).model.to(torch.float32)
-    model.save_pretrained(root / "hf")
-    AutoTokenizer.from_pretrained(default_model.parent, gguf_file=default_model.name).save_pretrained(root / "hf")
-    out = root / "masked.gguf"
-    ggufsparse("convert", str(root / "hf"), "--outtype", "f32", "-o", str(out), "--sparsity", "0.5", *SMALL)
+    root = tmp_path_factory.mktemp("f32hf") / "hf"
+    torch_model.load(default_model).model.to(torch.float32).save_pretrained(root)
+    AutoTokenizer.from_pretrained(default_model.parent, gguf_file=default_model.name).save_pretrained(root)
+    return root
+
+
+def _fixed_mask(float_smollm2_hf, out: Path, args: list[str], rows) -> Path:
+    """A converted file whose thresholds are replaced by a fixed mask (0: always active, f32 max:
+    never; `rows(rng, shape)` draws which): no value sits near its threshold, so float rounding
+    cannot flip one."""
+    import gguf
+
+    ggufsparse("convert", str(float_smollm2_hf), "--outtype", "f32", "-o", str(out), *args, *SMALL)
     reader = gguf.GGUFReader(out, "r+")
     rng = np.random.default_rng(0)
     for t in reader.tensors:
-        if t.name.endswith("ffn_gate_thr"):
-            t.data[:] = np.where(rng.random(t.data.shape) < 0.5, np.finfo(np.float32).max, 0.0)
+        if t.name.endswith("_thr"):
+            t.data[:] = np.where(rows(rng, t.data.shape), np.finfo(np.float32).max, 0.0)
     del reader
     return out
 
 
+@pytest.fixture(scope="module")
+def float_smollm2_masked(float_smollm2_hf, tmp_path_factory) -> Path:
+    """CHESS's FFN tensors, half of each layer's channels never active."""
+    return _fixed_mask(float_smollm2_hf, tmp_path_factory.mktemp("f32chess") / "masked.gguf", ["--sparsity", "0.5"],
+                       lambda rng, shape: rng.random(shape) < 0.5 if shape[0] > 1 else np.zeros(shape, bool))
+
+
+@pytest.fixture(scope="module")
+def float_smollm2_teal_masked(float_smollm2_hf, tmp_path_factory) -> Path:
+    """TEAL's tensors on all seven projection inputs, each site of each layer either fully active or
+    fully dropped at random (a third dropped): every projection's sparse path runs."""
+    return _fixed_mask(float_smollm2_hf, tmp_path_factory.mktemp("f32teal") / "masked.gguf",
+                       ["--method", "teal", "--sparsity", "0.3", "--teal-alloc", "uniform"],
+                       lambda rng, shape: rng.random(shape) < 1 / 3)
+
+
 @pytest.mark.parametrize("n_batch", [1, 512])
-def test_runtime_computes_the_reference_with_a_fixed_mask(float_smollm2_masked, wiki_windows, n_batch, tmp_path):
+@pytest.mark.parametrize("masked", ["float_smollm2_masked", "float_smollm2_teal_masked"])
+def test_runtime_computes_the_reference_with_a_fixed_mask(masked, wiki_windows, n_batch, tmp_path, request):
+    masked = request.getfixturevalue(masked)
     windows, path = wiki_windows
-    runtime = logits_of.in_subprocess(float_smollm2_masked, tmp_path / "rt.npy", windows=path, n_batch=n_batch)
-    model = torch_model.load(float_smollm2_masked)
-    ref = reference.window_logits(model, reference.BakedThresholds.read(float_smollm2_masked, model.n_layers), windows)
+    runtime = logits_of.in_subprocess(masked, tmp_path / "rt.npy", windows=path, n_batch=n_batch)
+    model = torch_model.load(masked)
+    ref = reference.window_logits(model, reference.BakedThresholds.read(masked, model.n_layers), windows)
     top1 = float((runtime.argmax(-1) == ref.argmax(-1)).mean())
-    print(f"n_batch {n_batch}, {windows.size} tokens: top-1 agreement {top1:.4f}, "
+    print(f"{masked.name} n_batch {n_batch}, {windows.size} tokens: top-1 agreement {top1:.4f}, "
           f"max abs diff {np.abs(runtime - ref).max():.3g}")
     assert top1 >= 0.99
 
