@@ -55,9 +55,11 @@ def test_every_original_tensor_and_key_is_kept_byte_identical(default_model, con
         if name.startswith("GGUF."):
             continue
         assert dst.fields[name].contents() == field.contents(), name
-    # what remains are the ggufsparse tensors: thresholds and transposed weights for each layer
+    # what remains are CHESS's tensors: thresholds and transposed weights for each layer
     n_layers = src.fields["llama.block_count"].contents()
-    expected = {spec.name(i) for spec in layout.SPARSE_TENSORS for i in range(n_layers)}
+    chess = (layout.FFN_GATE_THR, layout.FFN_DOWN_T, layout.ATTN_Q_THR, layout.ATTN_Q_T, layout.ATTN_OUT_THR,
+             layout.ATTN_OUT_T)
+    expected = {spec.name(i) for spec in chess for i in range(n_layers)}
     assert set(out_tensors) == expected
 
 
