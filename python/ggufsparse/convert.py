@@ -64,26 +64,6 @@ def _layer_result(stats, recipe: Recipe, ffn_level: float, attn_level: float | N
     return result
 
 
-def _teal_layer_result(stats, recipe: Recipe) -> LayerResult:
-    from ggufsparse.methods import chess, teal
-
-    ffn, fixed = None, []
-    sites, target = teal.SITES, recipe.sparsity
-    if recipe.method == "chess+teal":
-        ffn = chess.ffn_thresholds(stats.ffn, recipe.sparsity, recipe.chess_norm)
-        sites, target = teal.ATTN_SITES, recipe.attn_sparsity
-        fixed = [teal.ChannelThresholds(stats.block.layer, ffn.theta)]
-    if recipe.teal_alloc == "greedy":
-        levels, _ = teal.greedy_levels(stats, sites, target, recipe.teal_step, fixed)
-    else:
-        levels = teal.uniform_levels(sites, target)
-    thresholds = teal.SiteThresholds(stats)
-    inputs = {s: thresholds(s, levels[s]) for s in sites}
-    reached = teal.weighted_level({s: inputs[s][1] for s in sites}, teal.params(stats.block.layer, sites))
-    return LayerResult(None if ffn is None else ffn.theta, None if ffn is None else ffn.sparsity,
-                       inputs=inputs, block_level=reached)
-
-
 def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dtype: str):
     """(per-layer results, calibration set, the allocation report or None)."""
     from tqdm import tqdm
@@ -105,7 +85,11 @@ def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dty
 
     def on_layer(i: int, stats) -> None:
         if recipe.is_teal:
-            per_layer.append(_teal_layer_result(stats, recipe))
+            from ggufsparse.convert_teal import layer_result
+
+            if recipe.teal_alloc == "greedy":
+                bar.set_postfix_str(f"greedy allocation of layer {i}")
+            per_layer.append(layer_result(stats, recipe))
         elif grid is None:
             per_layer.append(_layer_result(stats, recipe, recipe.sparsity, recipe.attn_sparsity))
         else:
@@ -113,7 +97,8 @@ def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dty
             per_layer.append([_layer_result(stats, recipe, x, x if attn else None) for x in grid])
 
     total = model.n_layers * len(calib.windows)
-    with tqdm(total=total, desc="calibrating", unit="win", disable=not progress) as bar:
+    bar = tqdm(total=total, desc="calibrating", unit="win", disable=not progress)
+    with bar:
         calibrate.run_layers(model, calib.windows, on_layer, calibrate.Progress(bar.update),
                              inputs=recipe.is_teal, keep=recipe.teal_windows if recipe.is_teal else 0)
     if grid is None:
@@ -176,16 +161,10 @@ def _keys(recipe: Recipe, results: list[LayerResult], calib) -> list[ExtraKey]:
             ExtraKey(layout.Keys.CALIB_ATTN_OUT_SPARSITY, [float(r.o_sparsity) for r in results],
                      V.ARRAY, V.FLOAT32),
         ]
-    for site in results[0].inputs:
-        keys.append(ExtraKey(layout.calib_sparsity_key(site), [float(r.inputs[site][1]) for r in results],
-                             V.ARRAY, V.FLOAT32))
     if recipe.is_teal:
-        keys += [
-            ExtraKey(layout.Keys.TEAL_ALLOCATION, recipe.teal_alloc, V.STRING),
-            ExtraKey(layout.Keys.TEAL_SPARSITY, recipe.attn_sparsity if recipe.method == "chess+teal"
-                     else recipe.sparsity, V.FLOAT32),
-            ExtraKey(layout.Keys.TEAL_BLOCK_SPARSITY, [float(r.block_level) for r in results], V.ARRAY, V.FLOAT32),
-        ]
+        from ggufsparse.convert_teal import teal_keys
+
+        keys += teal_keys(recipe, results)
     return keys
 
 
