@@ -19,7 +19,8 @@ def in_subprocess(model: Path, out: Path, lib_dir: Path | None = None, windows: 
 
     Without `windows`: the logits of TEXT, [tokens, vocab]. With `windows` (an .npy of token ids,
     [n, ctx]): each window evaluated from an empty cache, [n, ctx, vocab]. n_batch=1 feeds one
-    token per decode call, which is the path the sparse kernels take.
+    token per decode call, which is the path the sparse kernels take. LOGITS_KV_F32=1 in `env`
+    keeps the KV cache in f32 (llama.cpp's default f16 rounds every key and value).
     """
     full_env = dict(os.environ, **(env or {}))
     if lib_dir is not None:
@@ -36,8 +37,9 @@ def main(model: str, out: str, n_batch: int, windows: str | None) -> None:
 
     rows = np.load(windows) if windows else None
     n_ctx = max(256, rows.shape[1]) if rows is not None else 256
+    kv = {"type_k": 0, "type_v": 0} if os.environ.get("LOGITS_KV_F32") == "1" else {}  # 0: GGML_TYPE_F32
     llm = Llama(model_path=model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, logits_all=True,
-                verbose=False, n_threads=2)
+                verbose=False, n_threads=2, **kv)
     if rows is None:
         tokens = llm.tokenize(TEXT.encode())
         llm.eval(tokens)

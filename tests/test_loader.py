@@ -11,7 +11,7 @@ import logits_of
 import numpy as np
 import pytest
 from ggufsparse import layout, llm
-from ggufsparse.gguf_io import ExtraTensor
+from ggufsparse.gguf_io import ExtraKey, ExtraTensor
 from ggufsparse.runtime import locate
 from sparse_files import layer0_extras, version_key, write
 
@@ -90,6 +90,14 @@ def _packed(extras, trim: int = 0):
     return [extras[0], ExtraTensor(extras[1].name, data, gguf.GGMLQuantizationType.I8)]
 
 
+def _act_key(kind: str) -> ExtraKey:
+    return ExtraKey(layout.Keys.ACTIVATION, kind, gguf.GGUFValueType.STRING)
+
+
+def _act_thr(value: float) -> ExtraKey:
+    return ExtraKey(layout.Keys.ACTIVATION_THRESHOLD, value, gguf.GGUFValueType.FLOAT32)
+
+
 MALFORMED = {
     "packed weight in a format 1 file": (_packed, [version_key(1)], layout.FFN_DOWN_T.name(0),
                                          "packed transposed weight"),
@@ -109,6 +117,19 @@ MALFORMED = {
     "TEAL input threshold without its transposed weight": (
         lambda e: [*e, ExtraTensor(layout.ATTN_K_THR.name(0), np.zeros(1, np.float32), gguf.GGMLQuantizationType.F32)],
         None, layout.ATTN_K_THR.name(0), "partner"),
+    "unknown FFN activation": (lambda e: e, [version_key(), _act_key("gelu")], layout.Keys.ACTIVATION,
+                               "knows relu and fatrelu"),
+    "FATReLU without its threshold": (lambda e: e, [version_key(), _act_key("fatrelu")], layout.Keys.ACTIVATION_THRESHOLD,
+                                      "finite, non-negative"),
+    "FATReLU with a negative threshold": (lambda e: e, [version_key(), _act_key("fatrelu"), _act_thr(-0.5)],
+                                          layout.Keys.ACTIVATION_THRESHOLD, "finite, non-negative"),
+    "ReLU with a threshold": (lambda e: e, [version_key(), _act_key("relu"), _act_thr(0.5)],
+                              layout.Keys.ACTIVATION_THRESHOLD, "use fatrelu"),
+    "activation in a format 3 file": (lambda e: e, [version_key(3), _act_key("relu")], layout.Keys.ACTIVATION,
+                                      "format_version' 4"),
+    "activation key of the wrong type": (lambda e: e, [version_key(), ExtraKey(layout.Keys.ACTIVATION, 1,
+                                                                               gguf.GGUFValueType.UINT32)],
+                                         layout.Keys.ACTIVATION, "expected string"),
     "unknown extra tensor": (lambda e: [*e, ExtraTensor("blk.0.ffn_mystery", np.zeros(4, np.float32),
                                                         gguf.GGMLQuantizationType.F32)],
                              None, "blk.0.ffn_mystery", "not used by this model"),

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from ggufsparse import __version__
+from ggufsparse import __version__, cli_finetune
 from ggufsparse.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -109,14 +109,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                "calibration_tokens": result.calib_tokens, "extra_bytes": result.extra_bytes,
                "original_bytes": result.original_bytes}
     parts = []
-    if result.layers[0].ffn_sparsity is not None:
+    if result.layers and result.layers[0].ffn_sparsity is not None:
         sp = [r.ffn_sparsity for r in result.layers]
         summary["ffn_sparsity_mean"] = sum(sp) / len(sp)
         parts.append(f"FFN sparsity on calibration text {summary['ffn_sparsity_mean']:.3f}")
-    if result.layers[0].block_level is not None:
+    if result.layers and result.layers[0].block_level is not None:
         levels = [r.block_level for r in result.layers]
         summary["teal_block_sparsity_mean"] = sum(levels) / len(levels)
         parts.append(f"TEAL ({recipe.teal_alloc}) parameter-weighted level {summary['teal_block_sparsity_mean']:.3f}")
+    if recipe.method == "prosparse":
+        parts.append("the checkpoint's ReLU-family activation, sparse FFN tensors")
     what = f"{recipe.method}, {', '.join(parts)}, +{100 * result.extra_bytes / result.original_bytes:.1f}% size"
 
     if result.allocation is not None:
@@ -543,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flash_attn_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sweep)
+
+    cli_finetune.add_parser(sub)
 
     p = sub.add_parser("inspect", help="show a GGUF's sparsity data",
                        description="Method, recipe, calibration, per-layer sparsity measured on the "

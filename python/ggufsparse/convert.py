@@ -195,7 +195,8 @@ def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, prog
             dtype: str = "float32", outtype: str = "f16", quantize: str | None = None):
     """A ConvertResult, or for the N:M methods a convert_nm.NMConvertResult."""
     from ggufsparse.calib_text import default_calibration_file
-    from ggufsparse.hf_import import hf_to_gguf, is_hf_dir
+    from ggufsparse.hf_import import hf_activation, hf_to_gguf, is_hf_dir
+    from ggufsparse.methods import ACTIVATION_METHODS
 
     recipe = recipe.validate()
     out = Path(out)
@@ -205,6 +206,11 @@ def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, prog
         hint = "" if recipe.calib else "; set GGUFSPARSE_DATA to the data folder or pass --calib FILE"
         raise UserError(f"{calib_file}: calibration file not found{hint}")
     model = Path(model)
+    act = hf_activation(model) if is_hf_dir(model) else None
+    if (act is None) != (recipe.method not in ACTIVATION_METHODS):
+        raise UserError(f"{model}: --method {recipe.method} is for checkpoints whose config declares ReLU or FATReLU "
+                        "(make one with: ggufsparse finetune)" if act is None else
+                        f"{model}: a {act.kind} checkpoint; convert it with --method prosparse")
     with tempfile.TemporaryDirectory(prefix=".ggufsparse-", dir=out.parent) as scratch:
         if is_hf_dir(model):
             source = hf_to_gguf(model, Path(scratch) / "model.gguf", outtype, quantize)
@@ -214,6 +220,10 @@ def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, prog
             source = model
         reader = open_reader(source)
         _check_input(reader, source)
+        if act is not None:
+            from ggufsparse.prosparse.export import convert_relu_family
+
+            return convert_relu_family(source, out, act, force=force, progress=progress)
         if recipe.is_nm:
             from ggufsparse.convert_nm import convert_nm
 

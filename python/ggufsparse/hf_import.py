@@ -45,3 +45,25 @@ def hf_to_gguf(hf_dir: Path, out: Path, outtype: str = "f16", quantize: str | No
         finally:
             converted.unlink(missing_ok=True)
     return out
+
+
+def hf_activation(hf_dir: Path):
+    """The ReLU-family FFN activation hf_dir's config declares (ProSparse checkpoints: `hidden_act`
+    relu, or fatrelu with its threshold in `hidden_act_param`), or None for any other."""
+    import json
+
+    from ggufsparse.activation import Activation
+
+    try:
+        config = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{hf_dir}/config.json: cannot read ({exc})") from None
+    act = config.get("hidden_act")
+    if act == "relu":
+        return Activation("relu")
+    if act == "fatrelu":
+        t = config.get("hidden_act_param")
+        if not isinstance(t, (int, float)):
+            raise UserError(f"{hf_dir}/config.json: hidden_act fatrelu without a numeric hidden_act_param (its threshold)")
+        return Activation("fatrelu", float(t))
+    return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Bumped when the runtime must change to read a file; the runtime refuses newer versions.
-FORMAT_VERSION = 3  # 3: thresholds on the inputs of every projection (TEAL)
+FORMAT_VERSION = 4  # 3: thresholds on the inputs of every projection (TEAL); 4: ggufsparse.activation
 
 
 class Keys:
@@ -48,6 +48,13 @@ class Keys:
     TEAL_ALLOCATION = "ggufsparse.teal.allocation"  # str: greedy or uniform
     TEAL_SPARSITY = "ggufsparse.teal.sparsity"  # f32: the requested parameter-weighted level per block
     TEAL_BLOCK_SPARSITY = "ggufsparse.teal.block_sparsity"  # [f32] per layer: parameter-weighted level reached
+    # ProSparse: the FFN activation the model was fine-tuned with, replacing the architecture's own
+    ACTIVATION = "ggufsparse.activation"  # str: relu | fatrelu (format 4)
+    ACTIVATION_THRESHOLD = "ggufsparse.activation_threshold"  # f32: FATReLU keeps x > t (0 for relu)
+    FINETUNE_STEPS = "ggufsparse.finetune.steps"  # u64: optimizer steps
+    FINETUNE_TOKENS = "ggufsparse.finetune.tokens"  # u64: training tokens seen
+    FINETUNE_FILE = "ggufsparse.finetune.file"  # str: the training text's file name
+    FINETUNE_SHA256 = "ggufsparse.finetune.sha256"  # str
 
 
 def calib_sparsity_key(site: str) -> str:
@@ -106,6 +113,8 @@ SPARSE_TENSORS: tuple[SparseTensor, ...] = (
     ATTN_K_THR, ATTN_K_T, ATTN_V_THR, ATTN_V_T, FFN_GATE_IN_THR, FFN_GATE_T, FFN_UP_IN_THR, FFN_UP_T,
     FFN_DOWN_IN_THR,
 )
+
+ACTIVATIONS = ("relu", "fatrelu")
 
 # ggufsparse.targets values
 TARGET_FFN = "ffn"

@@ -13,7 +13,14 @@ from pathlib import Path
 import tomllib
 
 from ggufsparse.errors import UserError
-from ggufsparse.methods import CHESS_NORMS, FFN_METHODS, NM_METHODS, TEAL_ALLOCATIONS, TEAL_METHODS
+from ggufsparse.methods import (
+    ACTIVATION_METHODS,
+    CHESS_NORMS,
+    FFN_METHODS,
+    NM_METHODS,
+    TEAL_ALLOCATIONS,
+    TEAL_METHODS,
+)
 from ggufsparse.methods.nm import SHUFFLES, parse_pattern
 from ggufsparse.paths import RECIPES_DIR
 
@@ -62,7 +69,7 @@ class Recipe:
         return "global+local" if self.method == "esparse" else "none"
 
     def validate(self) -> Recipe:
-        known = FFN_METHODS + TEAL_METHODS + NM_METHODS
+        known = FFN_METHODS + TEAL_METHODS + NM_METHODS + ACTIVATION_METHODS
         if self.method not in known:
             raise UserError(f"--method {self.method}: unknown; choose one of {', '.join(known)}")
         if self.allocate not in ALLOCATIONS:
@@ -107,7 +114,8 @@ class Recipe:
                             "(chess+teal: CHESS's FFN at --sparsity, TEAL's attention at --attn-sparsity)")
         if self.method == "chess+teal" and self.attn_sparsity is None:
             raise UserError("--method chess+teal needs --attn-sparsity (TEAL's level for q, k, v and output)")
-        if self.teal_windows * self.calib_seq_len > self.calib_tokens:
+        if self.teal_alloc == "greedy" and self.teal_windows * self.calib_seq_len > self.calib_tokens:
+            # the uniform allocation runs no block, so it needs no windows
             raise UserError(f"--teal-windows {self.teal_windows}: more than the calibration windows")
 
     def to_json(self) -> str:
@@ -141,8 +149,9 @@ def recipe_path(name_or_file: str) -> Path:
     return candidate
 
 
-def load_recipe(name_or_file: str) -> tuple[Recipe, str | None]:
-    """(recipe, the model it names or None) from convert/NAME.toml or a TOML file."""
+def read_recipe_file(name_or_file: str) -> tuple[Path, dict, str | None]:
+    """(its path, its fields without model and description, the model it names or None) of
+    convert/NAME.toml or a TOML file."""
     path = recipe_path(name_or_file)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -150,6 +159,12 @@ def load_recipe(name_or_file: str) -> tuple[Recipe, str | None]:
         raise UserError(f"{path}: not a valid TOML recipe ({exc})") from None
     model = data.pop("model", None)
     data.pop("description", None)
+    return path, data, model
+
+
+def load_recipe(name_or_file: str) -> tuple[Recipe, str | None]:
+    """(recipe, the model it names or None) from convert/NAME.toml or a TOML file."""
+    path, data, model = read_recipe_file(name_or_file)
     known = {f.name for f in fields(Recipe)}
     unknown = sorted(set(data) - known)
     if unknown:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ggufsparse import activation
 from ggufsparse.errors import UserError
 from ggufsparse.gguf_io import dequantize_rows
 
@@ -87,6 +88,10 @@ class GGUFTorchModel:
         with init_empty_weights(include_buffers=False):
             self.model = AutoModelForCausalLM.from_config(self.config, dtype=self.dtype)
         self.model.eval()
+        # a ProSparse file's FFN activation (ReLU, FATReLU) replaces the architecture's own
+        self.activation = activation.read(self.reader)
+        if self.activation is not None:
+            activation.install(self.layers, self.activation)
         self._processor = TENSOR_PROCESSORS.get(self.arch, TensorProcessor)(config=self._parsed["config"])
         self._key_map = get_gguf_hf_weights_map(_TopLevelOnly(self.model), self._processor)
         self._by_block: dict[int | None, list] = {}
@@ -113,6 +118,22 @@ class GGUFTorchModel:
         per-architecture fixes, e.g. llama's q/k row order); rows and columns move as the weights do."""
         return self._processor.process(weights=array, name=name, tensor_key_mapping=self._key_map,
                                        parsed_parameters=self._parsed).weights
+
+    def to_gguf_layout(self, name: str, array: np.ndarray) -> np.ndarray:
+        """The inverse of to_module_layout, for writing trained weights back into the file.
+
+        transformers' fixes move whole rows (llama's q/k order) or add a constant (Gemma's norm
+        offset); both are read off by probing the fix with row indices and zeros."""
+        array = np.asarray(array, dtype=np.float32)
+        probe_shape = (array.shape[0],) + (1,) * (array.ndim - 1)
+        offset = self.to_module_layout(name, np.zeros(probe_shape, np.float64))
+        moved = self.to_module_layout(name, np.arange(array.shape[0], dtype=np.float64).reshape(probe_shape)) - offset
+        order = np.rint(moved.reshape(-1)).astype(np.int64)
+        out = np.empty_like(array)
+        out[order] = array - offset.astype(np.float32)
+        if not np.allclose(self.to_module_layout(name, out), array, rtol=1e-6, atol=1e-6):
+            raise ValueError(f"{name}: transformers' layout fix is not a row move plus a constant")
+        return out
 
     def _load(self, tensors: list) -> None:
         import torch

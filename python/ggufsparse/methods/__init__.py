@@ -28,3 +28,5 @@ TEAL_ALLOCATIONS = ("greedy", "uniform")
 # N:M weight pruning (methods/nm.py): the score each method ranks weights by
 NM_METHODS = ("magnitude", "wanda", "esparse")
 CHESS_NORMS = ("l2", "l1")
+# a ReLU-family checkpoint's own zeros (ProSparse): no calibration, the activation's threshold
+ACTIVATION_METHODS = ("prosparse",)

@@ -1,0 +1,72 @@
+"""The `ggufsparse finetune` command (ProSparse): arguments and summary."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "finetune", help="fine-tune a model for activation sparsity (ProSparse)",
+        description="ProSparse: swap the gated FFN's activation for ReLU and fine-tune with an L1 penalty on the "
+        "FFN's intermediate activations whose factor rises in sine-shaped stages (the recipe's 'stages'), then "
+        "export with FATReLU (--fatrelu) as a GGUF in the source's weight types, with the sparse FFN's tensors. "
+        "Checkpoints go to OUTPUT.ckpt every --save-every steps; running the same command again resumes there "
+        "(after the last step it only exports, so another --fatrelu needs no training). Trains on CUDA when "
+        "torch finds a GPU, else on the CPU. See docs/prosparse.md.")
+    p.add_argument("model", nargs="?", help="a GGUF file or a known model's name; optional with a --recipe that names one")
+    p.add_argument("-o", "--output", required=True, help="the GGUF to write")
+    p.add_argument("--method", help="prosparse (the only one)")
+    p.add_argument("--recipe", help="a recipe in convert/ (e.g. prosparse-smollm2-135m) or a .toml file")
+    p.add_argument("--data", help="training text, .txt or .jsonl(.gz) with a \"text\" field (default: the C4 sample); "
+                   "its last --eval-windows windows are held out")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 240); the stages scale to them")
+    p.add_argument("--batch", type=int, help="windows per step (default 4)")
+    p.add_argument("--seq-len", type=int, help="tokens per window (default 256)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-4)")
+    p.add_argument("--fatrelu", type=float, help="FATReLU threshold written at export (default 0.01; 0: ReLU)")
+    p.add_argument("--save-every", type=int, help="checkpoint interval in steps (default 20)")
+    p.add_argument("--eval-windows", type=int, help="held-out windows scored at each stage's end (default 8)")
+    p.add_argument("--seed", type=int, help="seed of the data order and the initialisation (default 0)")
+    p.add_argument("--stop-after", type=int, metavar="N", help="run at most N steps now, checkpoint and stop")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--json", action="store_true", help="print a summary as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_finetune)
+
+
+def _cmd_finetune(args) -> int:
+    from pathlib import Path
+
+    from ggufsparse.errors import UserError
+    from ggufsparse.models import resolve
+    from ggufsparse.prosparse import recipe as ft_recipe
+    from ggufsparse.prosparse.run import finetune
+
+    recipe, recipe_model = ft_recipe.load(args.recipe) if args.recipe else (ft_recipe.FinetuneRecipe(), None)
+    recipe = recipe.override(method=args.method, data=args.data, steps=args.steps, batch=args.batch,
+                             seq_len=args.seq_len, lr=args.lr, fatrelu=args.fatrelu, save_every=args.save_every,
+                             eval_windows=args.eval_windows, seed=args.seed).validate()
+    if args.stop_after is not None and args.stop_after < 1:
+        raise UserError("--stop-after must be at least 1")
+    name = args.model or recipe_model
+    if name is None:
+        raise UserError("give a MODEL (a GGUF file or a known model's name)")
+    log = (lambda _msg: None) if args.json else print
+    r = finetune(resolve(name), Path(args.output), recipe, restart=args.restart, stop_after=args.stop_after,
+                 force=args.force, progress=not args.quiet, log=log)
+    h = r.result.history
+    summary = {"output": str(r.output) if r.result.steps == recipe.steps else None, "checkpoint": str(r.checkpoint),
+               "steps": r.result.steps, "tokens": r.result.tokens, "resumed_from": r.result.resumed_from,
+               "seconds": round(r.seconds, 1), "device": r.device,
+               "activation": {"kind": r.activation.kind, "threshold": r.activation.threshold},
+               "history": [{"step": p.step, "lambda": p.lam, "held_out_ppl": p.ppl, "sparsity": p.sparsity,
+                            "sparsity_at_threshold": p.sparsity_at_threshold} for p in h]}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif summary["output"]:
+        print(f"wrote {r.output}: {r.activation.kind} (threshold {r.activation.threshold}), {r.result.steps} steps, "
+              f"{r.result.tokens} tokens, {r.seconds:.0f} s on {r.device}; held-out ppl {h[0].ppl:.2f} -> "
+              f"{h[-1].ppl:.2f}, FFN sparsity {h[-1].sparsity_at_threshold:.3f}")
+    return 0
