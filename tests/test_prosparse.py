@@ -289,6 +289,9 @@ def test_finetune_cli_trains_resumes_and_exports_in_the_source_types(default_mod
     assert "blk.29.ffn_gate_thr" in after and "blk.29.ffn_down_t.weight" in after
     assert float(dst.fields[layout.Keys.ACTIVATION_THRESHOLD].contents()) == pytest.approx(0.01)
     assert dst.fields[layout.Keys.FINETUNE_STEPS].contents() == 6
+    shown = ggufsparse("inspect", str(out))
+    assert shown.returncode == 0 and "FFN activation: fatrelu, threshold 0.01" in shown.stdout, shown.stderr
+    assert "fine-tuned: 6 steps, 192 tokens" in shown.stdout
     gen = ggufsparse("generate", str(out), "-p", "The capital of France is", "-n", "8", "--temp", "0")
     assert gen.returncode == 0, gen.stderr
     # bad input: one line, no traceback

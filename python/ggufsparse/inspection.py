@@ -53,6 +53,11 @@ def describe(path: Path) -> dict:
             "kl_predicted": value(layout.Keys.ALLOC_KL_PREDICTED), "kl_measured": value(layout.Keys.ALLOC_KL_MEASURED),
             "levels": {"ffn": value(layout.Keys.ALLOC_FFN_LEVEL), "attn_q": value(layout.Keys.ALLOC_ATTN_Q_LEVEL),
                        "attn_output": value(layout.Keys.ALLOC_ATTN_OUT_LEVEL)}},
+        "activation": None if value(layout.Keys.ACTIVATION) is None else {
+            "kind": value(layout.Keys.ACTIVATION), "threshold": value(layout.Keys.ACTIVATION_THRESHOLD)},
+        "finetune": None if value(layout.Keys.FINETUNE_STEPS) is None else {
+            "steps": value(layout.Keys.FINETUNE_STEPS), "tokens": value(layout.Keys.FINETUNE_TOKENS),
+            "file": value(layout.Keys.FINETUNE_FILE), "sha256": value(layout.Keys.FINETUNE_SHA256)},
         "nm": None if value(layout.Keys.NM_PATTERN) is None else {
             "pattern": value(layout.Keys.NM_PATTERN), "storage": value(layout.Keys.NM_STORAGE),
             "tensors": value(layout.Keys.NM_TENSORS), "kept_score": value(layout.Keys.NM_KEPT_SCORE)},
@@ -109,7 +114,15 @@ def format_report(d: dict) -> str:
                  f"format {d['format_version']}, written by ggufsparse {d['tool_version']}")
     lines.append(f"  recipe: {json.dumps(d['recipe'], sort_keys=True)}")
     c = d["calibration"]
-    lines.append(f"  calibration: {c['file']}, {c['tokens']} tokens, sha256 {c['sha256'][:16]}...")
+    if c["file"] is not None:
+        lines.append(f"  calibration: {c['file']}, {c['tokens']} tokens, sha256 {c['sha256'][:16]}...")
+    if d["activation"]:
+        a = d["activation"]
+        lines.append(f"  FFN activation: {a['kind']}" + (f", threshold {a['threshold']:g}" if a["kind"] == "fatrelu" else ""))
+    if d["finetune"]:
+        f = d["finetune"]
+        lines.append(f"  fine-tuned: {f['steps']} steps, {f['tokens']} tokens of {f['file']} (sha256 {f['sha256'][:16]}...); "
+                     "sparsity below: held-out windows of that text")
     if d["nm"]:
         lines += _nm_lines(d["nm"])
     if d["allocation"]:
