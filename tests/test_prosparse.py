@@ -282,10 +282,18 @@ def test_finetune_cli_trains_resumes_and_exports_in_the_source_types(default_mod
     assert summary["resumed_from"] == 3 and summary["steps"] == 6 and summary["activation"]["kind"] == "fatrelu"
     src, dst = gguf.GGUFReader(default_model), gguf.GGUFReader(out)
     before, after = {t.name: t for t in src.tensors}, {t.name: t for t in dst.tensors}
+    Q = gguf.GGMLQuantizationType
+    assert after["blk.0.ffn_up.weight"].tensor_type == Q.Q8_0  # auto: a 4-bit source's trained weights in Q8_0
+    assert after["blk.0.attn_norm.weight"].tensor_type == before["blk.0.attn_norm.weight"].tensor_type
+    # the same checkpoint exported in the source's own types: no training, every type kept
+    same = tmp_path / "q41.gguf"
+    third = ggufsparse(*args[:3], str(same), *args[4:], "--outtype", "source", "--checkpoint", str(out) + ".ckpt")
+    assert third.returncode == 0, third.stderr
+    assert json.loads(third.stdout)["resumed_from"] == 6
     for name, t in before.items():
-        assert after[name].tensor_type == t.tensor_type, name
+        assert {t.name: t for t in gguf.GGUFReader(same).tensors}[name].tensor_type == t.tensor_type, name
     assert np.array_equal(after["token_embd.weight"].data, before["token_embd.weight"].data)  # frozen
-    assert not np.array_equal(after["blk.0.ffn_up.weight"].data, before["blk.0.ffn_up.weight"].data)  # trained
+    assert not np.array_equal(after["blk.0.attn_norm.weight"].data, before["blk.0.attn_norm.weight"].data)  # trained
     assert "blk.29.ffn_gate_thr" in after and "blk.29.ffn_down_t.weight" in after
     assert float(dst.fields[layout.Keys.ACTIVATION_THRESHOLD].contents()) == pytest.approx(0.01)
     assert dst.fields[layout.Keys.FINETUNE_STEPS].contents() == 6

@@ -28,6 +28,10 @@ def add_parser(sub) -> None:
     p.add_argument("--save-every", type=int, help="checkpoint interval in steps (default 20)")
     p.add_argument("--eval-windows", type=int, help="held-out windows scored at each stage's end (default 8)")
     p.add_argument("--seed", type=int, help="seed of the data order and the initialisation (default 0)")
+    p.add_argument("--outtype", default="auto", help="type of the trained weights: auto (default: the source's if it "
+                   "is f32, f16, bf16 or q8_0, else q8_0), source (the source's own, e.g. Q4_1: see docs/prosparse.md "
+                   "for what requantising a fine-tune to 4 bits costs), f16, q8_0")
+    p.add_argument("--checkpoint", help="checkpoint file (default: OUTPUT.ckpt)")
     p.add_argument("--stop-after", type=int, metavar="N", help="run at most N steps now, checkpoint and stop")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
@@ -55,7 +59,8 @@ def _cmd_finetune(args) -> int:
         raise UserError("give a MODEL (a GGUF file or a known model's name)")
     log = (lambda _msg: None) if args.json else print
     r = finetune(resolve(name), Path(args.output), recipe, restart=args.restart, stop_after=args.stop_after,
-                 force=args.force, progress=not args.quiet, log=log)
+                 force=args.force, progress=not args.quiet, log=log, outtype=args.outtype,
+                 checkpoint=Path(args.checkpoint) if args.checkpoint else None)
     h = r.result.history
     summary = {"output": str(r.output) if r.result.steps == recipe.steps else None, "checkpoint": str(r.checkpoint),
                "steps": r.result.steps, "tokens": r.result.tokens, "resumed_from": r.result.resumed_from,

@@ -33,8 +33,28 @@ def encode(values: np.ndarray, qtype) -> np.ndarray:
     return ggml_quant.quantize(values.reshape(-1, values.shape[-1]), qtype)
 
 
-def trained_tensors(tm, names: set[str]) -> list[ExtraTensor]:
-    """The GGUF tensors whose modules' parameters are in `names` (transformers names), re-encoded."""
+OUTTYPES = ("auto", "source", "f16", "q8_0")
+
+
+def output_type(source, outtype: str):
+    """The type a trained weight of type `source` is written in.
+
+    auto: the source's own type when it is F32, F16, BF16 or Q8_0, else Q8_0. Requantising a
+    fine-tuned model to 4 or 5 bits adds fresh rounding noise to weights it has adapted to, which
+    compounds over the layers (docs/prosparse.md); `source` does it anyway."""
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    if outtype not in OUTTYPES:
+        raise UserError(f"--outtype {outtype}: choose one of {', '.join(OUTTYPES)}")
+    if outtype == "source" or (outtype == "auto" and T(source) in (T.F32, T.F16, T.BF16, T.Q8_0)):
+        return T(source)
+    return T.F16 if outtype == "f16" else T.Q8_0
+
+
+def trained_tensors(tm, names: set[str], outtype: str = "auto") -> list[ExtraTensor]:
+    """The GGUF tensors whose modules' parameters are in `names` (transformers names), re-encoded
+    (1-D tensors, the norms, keep their type)."""
     state = tm.model.state_dict()
     out = []
     for t in tm.reader.tensors:
@@ -42,7 +62,8 @@ def trained_tensors(tm, names: set[str]) -> list[ExtraTensor]:
         if hf is None or hf not in names:
             continue
         values = tm.to_gguf_layout(t.name, state[hf].detach().float().cpu().numpy())
-        out.append(ExtraTensor(t.name, encode(values, t.tensor_type), t.tensor_type))
+        qtype = output_type(t.tensor_type, outtype) if values.ndim == 2 else t.tensor_type
+        out.append(ExtraTensor(t.name, encode(values, qtype), qtype))
     return out
 
 
@@ -76,9 +97,9 @@ def activation_keys(act: Activation, method: str, layer_sparsity: list[float] | 
 
 
 def write(tm, out: Path, act: Activation, names: set[str], keys: list[ExtraKey], *, force: bool,
-          progress: bool) -> None:
+          progress: bool, outtype: str = "auto") -> None:
     """tm's source file with the parameters `names` written back, the activation and sparse FFN."""
-    replaced = trained_tensors(tm, names)
+    replaced = trained_tensors(tm, names, outtype)
     by_name = {t.name: t for t in replaced}
     downs = {}
     for t in tm.reader.tensors:

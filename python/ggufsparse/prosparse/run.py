@@ -32,7 +32,7 @@ def checkpoint_path(out: Path) -> Path:
 
 def finetune(source: Path, out: Path, recipe: FinetuneRecipe, *, checkpoint: Path | None = None,
              restart: bool = False, stop_after: int | None = None, force: bool = False,
-             progress: bool = True, log=print) -> FinetuneResult:
+             progress: bool = True, log=print, outtype: str = "auto") -> FinetuneResult:
     import torch
 
     from ggufsparse.calib_text import default_calibration_file
@@ -40,6 +40,7 @@ def finetune(source: Path, out: Path, recipe: FinetuneRecipe, *, checkpoint: Pat
     from ggufsparse.torch_model import GGUFTorchModel
 
     recipe.validate()
+    export.output_type(0, outtype)  # a bad --outtype fails before any work
     check_writable(out, force)
     checkpoint = checkpoint or checkpoint_path(out)
     t0 = time.time()
@@ -72,7 +73,7 @@ def finetune(source: Path, out: Path, recipe: FinetuneRecipe, *, checkpoint: Pat
         ExtraKey(layout.Keys.FINETUNE_SHA256, text.sha256, V.STRING),
     ]
     names = {n for n, _ in trainable(tm.model)}
-    export.write(tm, out, act, names, keys, force=force, progress=progress)
+    export.write(tm, out, act, names, keys, force=force, progress=progress, outtype=outtype)
     history = [{**asdict(h), "ppl": h.ppl} for h in result.history]
     write_atomic(out.with_name(out.name + ".history.json"), json.dumps(history, indent=1))
     return FinetuneResult(out, checkpoint, result, act, time.time() - t0,
