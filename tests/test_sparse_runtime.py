@@ -4,6 +4,7 @@ reference of the converter, its sparsity report and llama.cpp's own tools on a s
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -68,6 +69,52 @@ def test_zero_thresholds_give_the_dense_logits(float_model, zero_thresholds, n_b
     scale = float(np.abs(dense).max())
     print(f"n_batch {n_batch}: max abs diff {diff:.3g}; dense n_batch 1 vs 512: {noise:.3g}; largest |logit| {scale:.3g}")
     assert diff <= 2 * noise + 1e-5 * scale
+
+
+@pytest.fixture(scope="module")
+def q4_0_pair(tmp_path_factory) -> tuple[Path, Path]:
+    """SmolLM2's shapes in Q4_0 (a type the CPU repacks for its fast GEMM) and that file with zero thresholds."""
+    folder = tmp_path_factory.mktemp("q4_0")
+    dense, zero = folder / "dense.gguf", folder / "zero.gguf"
+    ggufsparse("synth", "--shape", "smollm2-135m", "--type", "q4_0", "--layers", "2", "-o", str(dense), "-q")
+    ggufsparse("convert", str(dense), "-o", str(zero), "--sparsity", "0", "--attn-sparsity", "0", *SMALL)
+    return dense, zero
+
+
+def repack_mib(model: Path, runtime) -> float:
+    """The CPU_REPACK buffer llama.cpp reports when it loads `model` (0 where nothing is repacked)."""
+    proc = subprocess.run([str(runtime.tools["llama-cli"]), "-m", str(model), "-p", "a", "-n", "1", "-st", "-t", "2",
+                           "--temp", "0", "-v"], check=False, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sizes = re.findall(r"CPU_REPACK model buffer size\s*=\s*([0-9.]+) MiB", proc.stdout + proc.stderr)
+    return max((float(s) for s in sizes), default=0.0)  # the last load allocates; a fitting pass reports 0
+
+
+def test_sparse_layers_keep_their_weights_in_the_repack_buffers(q4_0_pair, runtime):
+    # prompts use the dense products, so every weight the dense file repacks must be repacked in the
+    # sparse file too; ffn_up's row-skipping product reads a plain copy of its own
+    dense, zero = q4_0_pair
+    dense_mib = repack_mib(dense, runtime)
+    if dense_mib == 0:
+        pytest.skip("this CPU has no repacked kernels for Q4_0 (ggml repacks with AVX2, NEON or SVE)")
+    assert repack_mib(zero, runtime) == dense_mib
+
+
+def test_zero_thresholds_of_a_repacked_model_give_the_dense_logits(q4_0_pair, tmp_path):
+    dense_file, zero = q4_0_pair
+    # prompts: the same repacked products on inputs that zero thresholds leave as they are
+    dense = logits_of.in_subprocess(dense_file, tmp_path / "dense.npy", n_batch=512)
+    sparse = logits_of.in_subprocess(zero, tmp_path / "sparse.npy", n_batch=512)
+    scale = float(np.abs(dense).max())
+    assert float(np.abs(sparse - dense).max()) <= 1e-6 * scale
+    # decode: other kernels, whose float sums round differently; every product re-quantizes its
+    # input to Q8_0, where such a difference can move a value by one step, so the bound is looser
+    decode = logits_of.in_subprocess(zero, tmp_path / "decode.npy", n_batch=1)
+    diff = float(np.abs(decode - dense).max())
+    print(f"Q4_0, zero thresholds, decode vs dense: max abs diff {diff:.3g} (largest |logit| {scale:.3g})")
+    assert diff <= 0.05 * scale
+    assert np.array_equal(decode.argmax(-1), dense.argmax(-1))
 
 
 def test_dense_switch_computes_the_original_model(default_model, chess_file, tmp_path):

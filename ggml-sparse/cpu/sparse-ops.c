@@ -54,12 +54,29 @@ void ggml_compute_forward_sparse_act(const struct ggml_compute_params * params, 
         const int64_t i3 = r / (a->ne[1] * a->ne[2]);
         const int64_t i2 = (r / a->ne[1]) % a->ne[2];
         const int64_t i1r = r % a->ne[1];
-        const float * x = (const float *) ((const char *) a->data + i1r*a->nb[1] + i2*a->nb[2] + i3*a->nb[3]);
-        float       * y = (float *) ((char *) dst->data + i1r*dst->nb[1] + i2*dst->nb[2] + i3*dst->nb[3]);
-        for (int64_t i = i0; i < i1; i++) {
-            const float v = sparse_act_apply(kind, x[i]);
-            const float th = per_channel ? t[i] : t[0];
-            y[i] = fabsf(v) > th ? v : 0.0f;
+        const float * x = (const float *) ((const char *) a->data + i1r*a->nb[1] + i2*a->nb[2] + i3*a->nb[3]) + i0;
+        float       * y = (float *) ((char *) dst->data + i1r*dst->nb[1] + i2*dst->nb[2] + i3*dst->nb[3]) + i0;
+        const int64_t m = i1 - i0;
+        if (kind == GGML_SPARSE_ACT_SILU) {
+            // ggml's vectorised SiLU, the one its fused SwiGLU uses: prompts spend real time here
+            ggml_vec_silu_f32((int) m, y, x);
+        } else {
+            for (int64_t i = 0; i < m; i++) {
+                y[i] = sparse_act_apply(kind, x[i]);
+            }
+        }
+        // branch-free, so the compiler vectorises it
+        if (per_channel) {
+            for (int64_t i = 0; i < m; i++) {
+                y[i] = fabsf(y[i]) > t[i0 + i] ? y[i] : 0.0f;
+            }
+        } else {
+            const float th = t[0];
+            for (int64_t i = 0; i < m; i++) {
+                y[i] = fabsf(y[i]) > th ? y[i] : 0.0f;
+            }
+        }
+        for (int64_t i = 0; i < m; i++) {
             zeros += y[i] == 0.0f;
         }
     }
