@@ -8,6 +8,9 @@
 // per row the inputs of the kept positions are gathered into a K*N/M vector, converted to the
 // type's vec_dot_type and multiplied by the type's own dot product. Rows are split across threads.
 
+#define GGML_COMMON_DECL_C
+#include "ggml-common.h"
+
 #include "sparse-nm.h"
 
 #include "ggml-cpu.h"
@@ -16,6 +19,7 @@
 #include "ggml-sparse.h"
 #include "simd-mappings.h"
 
+#include <math.h>
 #include <string.h>
 
 #define NM_LINE 64
@@ -98,6 +102,84 @@ static void nm_gather_2_4(const float * xp, const uint8_t * idx, float * xg, int
 }
 #endif
 
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && defined(__BMI2__)
+#define NM_INT8_2_4 1
+
+// Q8_0 / Q4_0 rows of a 2:4 weight. The input is quantized once per token to int8 in blocks of
+// 64 inputs, so that each weight block (32 kept values, from 64 inputs) meets one input scale;
+// per block the kept int8 inputs are picked with two byte shuffles and dotted as ggml does
+// (sign trick, maddubs). No per-row float gather and no per-row requantization.
+#define NM_QBLK 64
+
+static void nm_quantize_64(const float * xp, int8_t * xq, float * xd, int64_t k) {
+    for (int64_t b = 0; b < k / NM_QBLK; b++) {
+        const float * v = xp + b*NM_QBLK;
+        float amax = 0.0f;
+        for (int i = 0; i < NM_QBLK; i++) {
+            amax = fmaxf(amax, fabsf(v[i]));
+        }
+        const float d  = amax / 127.0f;
+        const float id = d > 0.0f ? 1.0f/d : 0.0f;
+        for (int i = 0; i < NM_QBLK; i++) {
+            xq[b*NM_QBLK + i] = (int8_t) nearbyintf(v[i]*id);
+        }
+        xd[b] = d;
+    }
+}
+
+// the 32 kept int8 inputs of one weight block, in kept order. Each 16-input lane yields 8 kept
+// values; their 2-bit positions (16 bits of the index) are spread to bytes with pdep and offset
+// by their group's start, giving the lane's byte-shuffle control.
+static inline __m256i nm_gather_q_2_4(const int8_t * xq, const uint8_t * ib) {
+    uint64_t u;
+    memcpy(&u, ib, sizeof(u));
+    const uint64_t two_bits = 0x0303030303030303ull;
+    const uint64_t group_at = 0x0C0C080804040000ull;
+    const uint64_t m0 = _pdep_u64(u,       two_bits) + group_at;
+    const uint64_t m1 = _pdep_u64(u >> 16, two_bits) + group_at;
+    const uint64_t m2 = _pdep_u64(u >> 32, two_bits) + group_at;
+    const uint64_t m3 = _pdep_u64(u >> 48, two_bits) + group_at;
+    const __m256i none = _mm256_set1_epi8((char) 0x80);
+    const __m256i ctl  = _mm256_set_epi64x((long long) m3, (long long) m1, (long long) m2, (long long) m0);
+    // inputs 0-31 fill bytes 0-7 of each lane, inputs 32-63 bytes 8-15
+    const __m256i lo = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *) xq),        _mm256_unpacklo_epi64(ctl, none));
+    const __m256i hi = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *) (xq + 32)), _mm256_unpackhi_epi64(none, ctl));
+    // quads hold kept 0-7, 16-23, 8-15, 24-31: restore the order
+    return _mm256_permute4x64_epi64(_mm256_or_si256(lo, hi), 0xD8);
+}
+
+static inline __m256 nm_block_dot(__m256i qw, __m256i qx, float scale, __m256 acc) {
+    const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
+    const __m256i p32 = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+    return _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(p32), acc);
+}
+
+static float nm_dot_2_4_int8(enum ggml_type type, const void * w, const int8_t * xq, const float * xd,
+                             const uint8_t * idx, int64_t kn) {
+    __m256 acc = _mm256_setzero_ps();
+    const int64_t nb = kn / 32;
+    if (type == GGML_TYPE_Q8_0) {
+        const block_q8_0 * b = (const block_q8_0 *) w;
+        for (int64_t i = 0; i < nb; i++) {
+            const __m256i qw = _mm256_loadu_si256((const __m256i *) b[i].qs);
+            acc = nm_block_dot(qw, nm_gather_q_2_4(xq + i*NM_QBLK, idx + i*8),
+                               GGML_CPU_FP16_TO_FP32(b[i].d) * xd[i], acc);
+        }
+    } else {
+        const block_q4_0 * b = (const block_q4_0 *) w;
+        const __m256i low4 = _mm256_set1_epi8(0x0F);
+        for (int64_t i = 0; i < nb; i++) {
+            const __m128i q = _mm_loadu_si128((const __m128i *) b[i].qs);
+            __m256i qw = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
+            qw = _mm256_sub_epi8(_mm256_and_si256(qw, low4), _mm256_set1_epi8(8));
+            acc = nm_block_dot(qw, nm_gather_q_2_4(xq + i*NM_QBLK, idx + i*8),
+                               GGML_CPU_FP16_TO_FP32(b[i].d) * xd[i], acc);
+        }
+    }
+    return nm_hsum(acc);
+}
+#endif
+
 static void nm_gather(const float * xp, const uint8_t * idx, float * xg, int64_t kn, int n, int m) {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
     if (n == 2 && m == 4) {
@@ -120,12 +202,28 @@ static size_t nm_thread_floats(const struct ggml_tensor * node) {
     return GGML_PAD((k + kn) * sizeof(float), NM_LINE);
 }
 
+static bool nm_int8_path(const struct ggml_tensor * node) {
+#ifdef NM_INT8_2_4
+    const enum ggml_type type = node->src[0]->type;
+    return ggml_get_op_params_i32(node, 0) == 2 && ggml_get_op_params_i32(node, 1) == 4 &&
+           (type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0);
+#else
+    (void) node;
+    return false;
+#endif
+}
+
 static size_t nm_thread_xq(const struct ggml_tensor * node) {
     const struct ggml_type_traits_cpu * traits = ggml_get_type_traits_cpu(node->src[0]->type);
     if (traits->vec_dot_type == GGML_TYPE_F32) {
         return 0;
     }
-    return GGML_PAD(ggml_row_size(traits->vec_dot_type, node->src[0]->ne[0]), NM_LINE);
+    size_t size = ggml_row_size(traits->vec_dot_type, node->src[0]->ne[0]);
+    if (nm_int8_path(node)) {
+        const int64_t k = node->src[2]->ne[0];
+        size = MAX(size, (size_t) k + (size_t) (k / 64) * sizeof(float) + NM_LINE);
+    }
+    return GGML_PAD(size, NM_LINE);
 }
 
 size_t ggml_sparse_mul_mat_nm_work_size(const struct ggml_tensor * node, int n_tasks) {
@@ -165,6 +263,11 @@ void ggml_compute_forward_mul_mat_nm(const struct ggml_compute_params * params, 
     // type's own vec_dot would round the input to f16 first)
     const bool fused = n == 2 && m == 4 && (vals->type == GGML_TYPE_F32 || vals->type == GGML_TYPE_F16);
     (void) fused;
+    const bool int8 = nm_int8_path(dst);
+    (void) int8;
+    int8_t * xq8 = (int8_t *) xq;
+    float  * xd  = (float *) ((char *) xq + GGML_PAD(k, NM_LINE));
+    (void) xq8; (void) xd;
 
     for (int64_t t = 0; t < cols; t++) {
         const float * xt = (const float *) ((const char *) x->data + t*x->nb[1]);
@@ -176,6 +279,16 @@ void ggml_compute_forward_mul_mat_nm(const struct ggml_compute_params * params, 
             src = xp;
         }
         float * y = (float *) ((char *) dst->data + t*dst->nb[1]);
+#ifdef NM_INT8_2_4
+        if (int8) {
+            nm_quantize_64(src, xq8, xd, k);
+            for (int64_t r = r0; r < r1; r++) {
+                y[r] = nm_dot_2_4_int8(vals->type, (const char *) vals->data + r*vals->nb[1], xq8, xd,
+                                       (const uint8_t *) idx->data + r*idx->nb[1], kn);
+            }
+            continue;
+        }
+#endif
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t * ir = (const uint8_t *) idx->data + r*idx->nb[1];
             const char * w = (const char *) vals->data + r*vals->nb[1];
