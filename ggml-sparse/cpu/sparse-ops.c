@@ -49,6 +49,8 @@ void ggml_compute_forward_sparse_act(const struct ggml_compute_params * params, 
     const int64_t i0 = (n * params->ith) / params->nth;
     const int64_t i1 = (n * (params->ith + 1)) / params->nth;
 
+    // the zero count is read only by the sparsity report
+    const bool count = ggml_sparse_stats_enabled();
     uint64_t zeros = 0;
     for (int64_t r = 0; r < nrows; r++) {
         const int64_t i3 = r / (a->ne[1] * a->ne[2]);
@@ -76,11 +78,11 @@ void ggml_compute_forward_sparse_act(const struct ggml_compute_params * params, 
                 y[i] = fabsf(y[i]) > th ? y[i] : 0.0f;
             }
         }
-        for (int64_t i = 0; i < m; i++) {
+        for (int64_t i = 0; count && i < m; i++) {
             zeros += y[i] == 0.0f;
         }
     }
-    if (ggml_sparse_stats_enabled()) {
+    if (count) {
         ggml_sparse_stats_add(dst, zeros, (uint64_t) (i1 - i0) * nrows);
     }
 }
