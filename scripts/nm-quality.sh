@@ -6,6 +6,9 @@
 # evaluations. Usage: scripts/nm-quality.sh MODEL OUT [PATTERNS] [LIMIT] [CHUNKS]
 set -euo pipefail
 MODEL=$1 OUT=$2 PATTERNS=${3:-2:4,4:8} LIMIT=${4:-300} CHUNKS=${5:-16}
+# masked: the pruning itself, kept values exactly the dequantized originals (masked+packed
+# requantises the kept values of types the N:M product has no fast path for)
+NM_STORAGE=${NM_STORAGE:-masked}
 mkdir -p "$OUT"
 VARIANTS=("magnitude:--method magnitude" "wanda:--method wanda"
           "esparse-noshuffle:--method esparse --nm-shuffle none"
@@ -17,7 +20,7 @@ for pattern in ${PATTERNS//,/ }; do
         name=${v%%:*} args=${v#*:} tag="${name}-${pattern/:/x}"
         [ -f "$OUT/$tag.json" ] && continue
         # shellcheck disable=SC2086
-        ggufsparse convert "$MODEL" $args --nm "$pattern" -o "$OUT/$tag.gguf" --force -q --json > "$OUT/$tag.convert.json"
+        ggufsparse convert "$MODEL" $args --nm "$pattern" --nm-storage "$NM_STORAGE" -o "$OUT/$tag.gguf" --force -q --json > "$OUT/$tag.convert.json"
         ggufsparse eval "$OUT/$tag.gguf" "${EVAL[@]}" --json "$OUT/$tag.json" >/dev/null
         echo "$tag done"
     done

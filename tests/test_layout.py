@@ -11,7 +11,8 @@ from ggufsparse.paths import REPO_ROOT
 
 
 def _c_tensor_names(arch_cpp: str) -> set[str]:
-    return set(re.findall(r'\{\s*LLM_TENSOR_\w+,\s*"(blk\.%d\.[a-z_]+(?:_thr|_t))"\s*\}', arch_cpp))
+    return set(re.findall(r'\{\s*LLM_TENSOR_\w+,\s*"(blk\.%d\.[a-z_]+(?:_thr|_t|_nm|_nm_idx|_nm_perm))"\s*\}',
+                          arch_cpp))
 
 
 def test_python_names_match_the_patches():

@@ -98,7 +98,28 @@ def _act_thr(value: float) -> ExtraKey:
     return ExtraKey(layout.Keys.ACTIVATION_THRESHOLD, value, gguf.GGUFValueType.FLOAT32)
 
 
+def _nm_copy(extras, vals_dtype=np.float16, idx_dtype=np.int8, rows: int = 576):
+    """Layer 0's attn_q (576 x 576) with a 2:4 packed copy of zeros beside the valid extras."""
+    T = gguf.GGMLQuantizationType
+    names = layout.NM_TENSORS["attn_q"]
+    vals_type = T.F16 if vals_dtype == np.float16 else T.F32
+    idx_type = T.I8 if idx_dtype == np.int8 else T.F32
+    return [*extras, ExtraTensor(names.vals.name(0), np.zeros((rows, 288), vals_dtype), vals_type),
+            ExtraTensor(names.idx.name(0), np.zeros((576, 72), idx_dtype), idx_type)]
+
+
+def _nm_key(pattern: str) -> list[ExtraKey]:
+    return [version_key(), ExtraKey(layout.Keys.NM_PATTERN, pattern, gguf.GGUFValueType.STRING)]
+
+
 MALFORMED = {
+    "N:M packed copy without the pattern key": (_nm_copy, None, layout.NM_TENSORS["attn_q"].vals.name(0),
+                                                layout.Keys.NM_PATTERN),
+    "N:M pattern that is not N:M": (_nm_copy, _nm_key("4:2"), layout.Keys.NM_PATTERN, "1 <= N < M <= 16"),
+    "N:M positions not i8": (lambda e: _nm_copy(e, idx_dtype=np.float32), _nm_key("2:4"),
+                             layout.NM_TENSORS["attn_q"].idx.name(0), "i8"),
+    "N:M kept values of the wrong shape": (lambda e: _nm_copy(e, rows=575), _nm_key("2:4"),
+                                           layout.NM_TENSORS["attn_q"].vals.name(0), "wrong shape"),
     "packed weight in a format 1 file": (_packed, [version_key(1)], layout.FFN_DOWN_T.name(0),
                                          "packed transposed weight"),
     "packed weight with a wrong column size": (lambda e: _packed(e, trim=64), None, layout.FFN_DOWN_T.name(0),

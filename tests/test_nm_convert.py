@@ -36,7 +36,8 @@ def kl_of(model: Path, ref: Path, tmp_path: Path) -> dict:
 @pytest.fixture(scope="module")
 def wanda(default_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("nm") / "wanda.gguf"
-    return convert(default_model, out, "--method", "wanda", "--nm", "2:4", "--nm-dense-blocks", "0,-1")
+    return convert(default_model, out, "--method", "wanda", "--nm", "2:4", "--nm-dense-blocks", "0,-1",
+                   "--nm-storage", "masked")
 
 
 def test_pruned_weights_keep_n_of_every_m_and_everything_else_is_kept(default_model, wanda):

@@ -192,7 +192,8 @@ static void nm_gather(const float * xp, const uint8_t * idx, float * xg, int64_t
     for (int64_t j = 0; j < kn; j++) {
         const int64_t bit = j * bits;
         const int pos = (idx[bit >> 3] >> (bit & 7)) & mask;
-        xg[j] = xp[(j / n) * m + pos];
+        // a malformed index (4-bit positions past m) must not read outside its group
+        xg[j] = xp[(j / n) * m + (pos < m ? pos : m - 1)];
     }
 }
 
@@ -273,8 +274,9 @@ void ggml_compute_forward_mul_mat_nm(const struct ggml_compute_params * params, 
         const float * xt = (const float *) ((const char *) x->data + t*x->nb[1]);
         const float * src = xt;
         if (pm) {
+            // a malformed permutation must not read outside the input
             for (int64_t c = 0; c < k; c++) {
-                xp[c] = xt[pm[c]];
+                xp[c] = (uint32_t) pm[c] < (uint64_t) k ? xt[pm[c]] : 0.0f;
             }
             src = xp;
         }

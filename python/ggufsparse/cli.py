@@ -94,6 +94,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                              calib_seq_len=args.calib_seq_len, nm=args.nm, nm_shuffle=args.nm_shuffle,
                              nm_alpha=args.nm_alpha, nm_bins=args.nm_bins, nm_block=args.nm_block,
                              nm_passes=args.nm_passes, nm_dense_blocks=_int_tuple(args.nm_dense_blocks),
+                             nm_storage=args.nm_storage,
                              allocate=args.allocate, alloc_windows=args.alloc_windows,
                              alloc_draws=args.alloc_draws, alloc_step=args.alloc_step,
                              teal_alloc=args.teal_alloc, teal_step=args.teal_step, teal_windows=args.teal_windows)
@@ -438,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nm-block", type=int, help="local block shuffle: channels per block (default 32)")
     g.add_argument("--nm-passes", type=int, help="local block shuffle: greedy passes per block (default 2)")
     g.add_argument("--nm-dense-blocks", help="blocks left dense, e.g. 0,-1 for the first and last")
+    g.add_argument("--nm-storage", help="masked+packed (default): the pruned weights zeroed in place, which prompts use, plus packed copies (kept values, positions, permutation) that decode reads; masked: the zeroed weights only")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                    help="PyTorch dtype for calibration (default float32)")
     p.add_argument("--outtype", default="f16", help="for a Hugging Face folder: convert_hf_to_gguf.py's "

@@ -1,9 +1,12 @@
 """`ggufsparse convert --method magnitude|wanda|esparse`: N:M-prune a GGUF's projections.
 
-Glue only: nm_prune chooses the masks (calibrating layer by layer), this writes the file. Storage
-`masked`: each pruned weight is written in place of the original with its pruned weights zeroed,
-as F16 when the original is quantized (a quantized block cannot hold exact zeros beside its kept
-values in every type, and F16 holds the dequantized kept values), in its own type otherwise.
+Glue only: nm_prune chooses the masks (calibrating layer by layer), nm_pack packs them, this
+writes the file. Each pruned weight is written in place of the original with its pruned weights
+zeroed (storage `masked`), as F16 when the original is quantized (a quantized block cannot hold
+exact zeros beside its kept values in every type, and F16 holds the dequantized kept values), in
+its own type otherwise. Storage `masked+packed` adds each weight's packed copy, which decode reads;
+then the zeroed weight holds the packed copy's values (after their requantisation), so prompts and
+decode multiply by the same weights.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ggufsparse import __version__, layout
+from ggufsparse import __version__, layout, nm_pack
 from ggufsparse.gguf_io import ExtraKey, ExtraTensor, dequantize_rows, write_with_extras
-from ggufsparse.methods.nm import parse_pattern
+from ggufsparse.methods.nm import Pattern, parse_pattern
 from ggufsparse.nm_prune import NMPlan, PruneResult, dense_blocks, prune
 from ggufsparse.recipe import Recipe
 
@@ -34,19 +37,39 @@ def plan_of(recipe: Recipe) -> NMPlan:
                   recipe.nm_block, recipe.nm_passes, dense_blocks=tuple(recipe.nm_dense_blocks))
 
 
-def _masked(reader, pruned: PruneResult) -> list[ExtraTensor]:
+def _zeroed_type(source):
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    return source if source in (T.F32, T.F16, T.BF16) else T.F16
+
+
+def _tensors(reader, pruned: PruneResult, pattern: Pattern, storage: str) -> tuple[list[ExtraTensor], list[ExtraTensor]]:
+    """(zeroed weights replacing the originals, packed copies to add)."""
     import gguf
 
     T = gguf.GGMLQuantizationType
     by_name = {t.name: t for t in reader.tensors}
-    out = []
+    zeroed, packed_copies = [], []
     for w in pruned.weights:
         # dequantized again rather than kept from pruning: one weight in memory at a time
         src = by_name[w.name]
         values = dequantize_rows(src.data, src.tensor_type).astype(np.float32) * w.mask
-        qtype = src.tensor_type if src.tensor_type in (T.F32, T.F16, T.BF16) else T.F16
-        out.append(ExtraTensor(w.name, gguf.quants.quantize(values, qtype), qtype))
-    return out
+        if storage == "masked+packed":
+            packed = nm_pack.pack(values, w.mask, w.perm, pattern)
+            qtype = nm_pack.packed_type(src.tensor_type, packed.kept.shape[1])
+            data = nm_pack.quantize_kept(packed.kept, qtype)
+            values = nm_pack.unpack(nm_pack.kept_as_stored(data, qtype), packed.idx, packed.perm, values.shape[1],
+                                    pattern)
+            names = layout.NM_TENSORS[w.name.split(".")[2]]
+            block = int(w.name.split(".")[1])
+            packed_copies += [ExtraTensor(names.vals.name(block), data, qtype),
+                              ExtraTensor(names.idx.name(block), packed.idx.view(np.int8), T.I8)]
+            if packed.perm is not None:
+                packed_copies.append(ExtraTensor(names.perm.name(block), packed.perm, T.I32))
+        qtype = _zeroed_type(src.tensor_type)
+        zeroed.append(ExtraTensor(w.name, gguf.quants.quantize(values, qtype), qtype))
+    return zeroed, packed_copies
 
 
 def _keys(recipe: Recipe, pruned: PruneResult, calib) -> list[ExtraKey]:
@@ -63,7 +86,7 @@ def _keys(recipe: Recipe, pruned: PruneResult, calib) -> list[ExtraKey]:
         ExtraKey(layout.Keys.CALIB_SHA256, calib.sha256, V.STRING),
         ExtraKey(layout.Keys.CALIB_TOKENS, calib.n_tokens, V.UINT64),
         ExtraKey(layout.Keys.NM_PATTERN, recipe.nm, V.STRING),
-        ExtraKey(layout.Keys.NM_STORAGE, "masked", V.STRING),
+        ExtraKey(layout.Keys.NM_STORAGE, recipe.nm_storage, V.STRING),
         ExtraKey(layout.Keys.NM_TENSORS, [w.name for w in pruned.weights], V.ARRAY, V.STRING),
         ExtraKey(layout.Keys.NM_KEPT_SCORE, [w.kept_score for w in pruned.weights], V.ARRAY, V.FLOAT32),
     ]
@@ -85,8 +108,8 @@ def convert_nm(source: Path, reader, out: Path, recipe: Recipe, calib_file: Path
     total = (tm.n_layers + with_stats) * len(calib.windows)
     with tqdm(total=total, desc="pruning", unit="win", disable=not progress) as bar:
         pruned = prune(tm, calib.windows, plan, calibrate.Progress(bar.update))
-    masked = _masked(reader, pruned)
-    write_with_extras(source, out, _keys(recipe, pruned, calib), [], force=force, progress=progress,
-                      replace=masked)
+    zeroed, packed = _tensors(reader, pruned, plan.pattern, recipe.nm_storage)
+    write_with_extras(source, out, _keys(recipe, pruned, calib), packed, force=force, progress=progress,
+                      replace=zeroed)
     original = sum(int(t.n_bytes) for t in reader.tensors)
     return NMConvertResult(out, pruned, calib.n_tokens, original, Path(out).stat().st_size)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Bumped when the runtime must change to read a file; the runtime refuses newer versions.
-FORMAT_VERSION = 4  # 3: thresholds on the inputs of every projection (TEAL); 4: ggufsparse.activation
+# 3: thresholds on the inputs of every projection (TEAL); 4: ggufsparse.activation; 5: N:M packed copies
+FORMAT_VERSION = 5
 
 
 class Keys:
@@ -41,7 +42,7 @@ class Keys:
     ALLOC_ATTN_OUT_LEVEL = "ggufsparse.allocation.attn_output_level"
     # N:M weight pruning (methods magnitude, wanda, esparse)
     NM_PATTERN = "ggufsparse.nm.pattern"  # str "N:M"
-    NM_STORAGE = "ggufsparse.nm.storage"  # str: masked (pruned weights zeroed in place)
+    NM_STORAGE = "ggufsparse.nm.storage"  # str: masked, or masked+packed (with the N:M packed copies)
     NM_TENSORS = "ggufsparse.nm.tensors"  # [str]: the pruned tensors
     NM_KEPT_SCORE = "ggufsparse.nm.kept_score"  # [f32] per pruned tensor: fraction of its score kept
     # TEAL (thresholds on projection inputs); per-site levels are the calibration.*_sparsity arrays
@@ -108,10 +109,35 @@ FFN_UP_T = SparseTensor("ffn_up_t", "weight", "ffn_up.weight", True,
 FFN_DOWN_IN_THR = SparseTensor("ffn_down_in_thr", None, "ffn_down.weight", False,
                                "threshold on |h| at the input of ffn_down, f32 {1}")
 
+
+@dataclass(frozen=True)
+class NMTensors:
+    """The N:M packed copy of one projection (docs/format.md, "N:M packed copies")."""
+
+    vals: SparseTensor  # kept values, {k*N/M, n_out} in the weight type of nm_pack.packed_type
+    idx: SparseTensor  # positions inside their groups, i8 {index row bytes, n_out}
+    perm: SparseTensor  # input permutation, i32 {k}; absent: identity
+
+
+def _nm(projection: str) -> NMTensors:
+    source = f"{projection}.weight"
+    return NMTensors(
+        SparseTensor(f"{projection}_nm", "weight", source, False, f"{projection}: kept values of each row, packed"),
+        SparseTensor(f"{projection}_nm_idx", None, source, False, f"{projection}: positions of the kept values"),
+        SparseTensor(f"{projection}_nm_perm", None, source, False, f"{projection}: input permutation"),
+    )
+
+
+# N:M packed copies, by projection
+NM_TENSORS: dict[str, NMTensors] = {
+    p: _nm(p) for p in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+}
+
 SPARSE_TENSORS: tuple[SparseTensor, ...] = (
     FFN_GATE_THR, FFN_DOWN_T, ATTN_Q_THR, ATTN_Q_T, ATTN_OUT_THR, ATTN_OUT_T,
     ATTN_K_THR, ATTN_K_T, ATTN_V_THR, ATTN_V_T, FFN_GATE_IN_THR, FFN_GATE_T, FFN_UP_IN_THR, FFN_UP_T,
     FFN_DOWN_IN_THR,
+    *(t for nm in NM_TENSORS.values() for t in (nm.vals, nm.idx, nm.perm)),
 )
 
 ACTIVATIONS = ("relu", "fatrelu")

@@ -25,6 +25,8 @@ from ggufsparse.methods.nm import SHUFFLES, parse_pattern
 from ggufsparse.paths import RECIPES_DIR
 
 ALLOCATIONS = ("none", "kl")  # per-layer levels: the same everywhere, or chosen by end-to-end KL
+# N:M storage: pruned weights zeroed in place; and the packed copies that decode reads (docs/esparse.md)
+NM_STORAGES = ("masked", "masked+packed")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Recipe:
     nm_block: int = 32  # esparse local block shuffle: channels per block
     nm_passes: int = 2  # esparse local block shuffle: greedy passes per block
     nm_dense_blocks: tuple[int, ...] = ()  # blocks left dense (negative counts from the end)
+    nm_storage: str = "masked+packed"  # masked | masked+packed (adds the packed copies decode reads)
 
     @property
     def is_nm(self) -> bool:
@@ -86,6 +89,8 @@ class Recipe:
             parse_pattern(self.nm)
             if self.attn_sparsity is not None:
                 raise UserError(f"--attn-sparsity: not used by --method {self.method} (N:M weight pruning)")
+        if self.nm_storage not in NM_STORAGES:
+            raise UserError(f"--nm-storage {self.nm_storage}: choose one of {', '.join(NM_STORAGES)}")
         if self.shuffle not in SHUFFLES:
             raise UserError(f"--nm-shuffle {self.shuffle}: choose one of {', '.join(SHUFFLES)}")
         if self.shuffle != "none" and self.method == "magnitude":
@@ -180,5 +185,5 @@ def load_recipe(name_or_file: str) -> tuple[Recipe, str | None]:
 _FIELD_TYPES = {"method": str, "sparsity": (int, float), "attn_sparsity": (int, float), "chess_norm": str,
                 "calib": str, "calib_tokens": int, "calib_seq_len": int, "nm": str, "nm_shuffle": str,
                 "nm_alpha": (int, float), "nm_bins": int, "nm_block": int, "nm_passes": int,
-                "nm_dense_blocks": (list, tuple), "allocate": str, "alloc_windows": int, "alloc_draws": int,
+                "nm_dense_blocks": (list, tuple), "nm_storage": str, "allocate": str, "alloc_windows": int, "alloc_draws": int,
                 "alloc_step": (int, float), "teal_alloc": str, "teal_step": (int, float), "teal_windows": int}

@@ -1,0 +1,108 @@
+"""Packed N:M copies of pruned weights, in the layout the runtime's N:M product reads.
+
+For a weight with k inputs pruned to N of every M (docs/format.md, "N:M packed copies"):
+- kept values: per row, group by group in the permuted input order, the N kept values in
+  ascending position (k*N/M per row), in the weight type of `packed_type`;
+- positions: each kept value's position inside its group of M, `index_bits(M)` bits each,
+  little-endian along the row (kept value j at bits [j*b, j*b+b));
+- permutation: permuted input c is original input perm[c] (absent: identity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from ggufsparse.gguf_io import dequantize_rows
+from ggufsparse.methods.nm import Pattern
+
+T = GGMLQuantizationType
+
+# the types the runtime's N:M product has fast paths for (2:4), kept as they are
+_KEEP = (T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0)
+
+
+def index_bits(m: int) -> int:
+    return 1 if m <= 2 else 2 if m <= 4 else 4
+
+
+def index_row_bytes(k: int, pattern: Pattern) -> int:
+    return (k // pattern.m * pattern.n * index_bits(pattern.m) + 7) // 8
+
+
+def packed_type(source, kept_per_row: int) -> GGMLQuantizationType:
+    """The kept values' type: the source's where the runtime has a fast path for it, else Q8_0
+    (at least as precise as any other quantized type); F16 when a 32-block does not fit the row."""
+    source = T(source)
+    qtype = source if source in _KEEP else T.Q8_0
+    if kept_per_row % GGML_QUANT_SIZES[qtype][0] != 0:
+        return T.F16
+    return qtype
+
+
+@dataclass
+class Packed:
+    kept: np.ndarray  # float32 (rows, k*N/M)
+    idx: np.ndarray  # uint8 (rows, index_row_bytes)
+    perm: np.ndarray | None  # int32 (k,)
+
+
+def pack(values: np.ndarray, mask: np.ndarray, perm: np.ndarray | None, pattern: Pattern) -> Packed:
+    """values, mask: (rows, k), original input order; mask keeps exactly N of every M permuted inputs."""
+    rows, k = values.shape
+    n, m = pattern.n, pattern.m
+    order = np.arange(k) if perm is None else np.asarray(perm)
+    keep = mask[:, order].reshape(rows, k // m, m)
+    if not (keep.sum(axis=-1) == n).all():
+        raise ValueError(f"the mask does not keep exactly {pattern} in the permuted order")
+    # positions of the kept values, ascending inside each group
+    pos = np.argsort(~keep, axis=-1, kind="stable")[..., :n]
+    kept = np.take_along_axis(values[:, order].reshape(rows, k // m, m), pos, axis=-1).reshape(rows, -1)
+    bits = index_bits(m)
+    per_byte = 8 // bits
+    flat = pos.reshape(rows, -1).astype(np.uint16)
+    flat = np.pad(flat, ((0, 0), (0, (-flat.shape[1]) % per_byte)))
+    shifts = (np.arange(per_byte, dtype=np.uint16) * bits)[None, None, :]
+    idx = (flat.reshape(rows, -1, per_byte) << shifts).sum(axis=-1).astype(np.uint8)
+    assert idx.shape[1] == index_row_bytes(k, pattern)
+    return Packed(kept.astype(np.float32), idx, None if perm is None else order.astype(np.int32))
+
+
+def positions(idx: np.ndarray, kept_per_row: int, m: int) -> np.ndarray:
+    """(rows, kept_per_row) positions inside their groups, read back from the packed index."""
+    bits = index_bits(m)
+    per_byte = 8 // bits
+    shifts = (np.arange(per_byte, dtype=np.uint8) * bits)[None, None, :]
+    fields = (idx[:, :, None] >> shifts) & ((1 << bits) - 1)
+    return fields.reshape(idx.shape[0], -1)[:, :kept_per_row].astype(np.int64)
+
+
+def unpack(kept: np.ndarray, idx: np.ndarray, perm: np.ndarray | None, k: int, pattern: Pattern) -> np.ndarray:
+    """The masked dense weight (rows, k) in original input order that a packed copy stands for."""
+    rows, kn = kept.shape
+    pos = positions(idx, kn, pattern.m)
+    group = np.arange(kn) // pattern.n
+    dense = np.zeros((rows, k), dtype=np.float32)
+    permuted = group[None, :] * pattern.m + pos
+    order = np.arange(k) if perm is None else np.asarray(perm)
+    np.put_along_axis(dense, order[permuted], kept, axis=1)
+    return dense
+
+
+def quantize_kept(kept: np.ndarray, qtype) -> np.ndarray:
+    """The kept values in the gguf-py numpy layout of qtype (ggml's own quantizer for blocks)."""
+    qtype = T(qtype)
+    if qtype == T.F32:
+        return kept.astype(np.float32)
+    if qtype == T.F16:
+        return kept.astype(np.float16)
+    from ggufsparse import ggml_quant
+
+    return ggml_quant.quantize(kept, qtype)
+
+
+def kept_as_stored(data: np.ndarray, qtype) -> np.ndarray:
+    """float32 values of stored kept values (what the runtime multiplies)."""
+    return dequantize_rows(data, T(qtype)).astype(np.float32)

@@ -1,0 +1,137 @@
+"""N:M packed copies: the converter's packing, and decode through them in the patched runtime."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import gguf
+import logits_of
+import numpy as np
+import pytest
+from ggufsparse import layout, nm_pack
+from ggufsparse.methods.nm import Pattern, nm_mask
+
+T = gguf.GGMLQuantizationType
+SMALL = ["--calib-tokens", "1024", "--calib-seq-len", "256", "-q"]
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4), (3, 16), (1, 2)])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_pack_then_unpack_gives_the_masked_weight(n, m, shuffle):
+    rng = np.random.default_rng(100 * n + m)
+    rows, k = 7, 12 * m
+    w = rng.standard_normal((rows, k)).astype(np.float32)
+    perm = rng.permutation(k) if shuffle else None
+    mask = nm_mask(np.abs(w), Pattern(n, m), perm)
+    packed = nm_pack.pack(w * mask, mask, perm, Pattern(n, m))
+    assert packed.kept.shape == (rows, k // m * n)
+    assert packed.idx.shape == (rows, nm_pack.index_row_bytes(k, Pattern(n, m)))
+    np.testing.assert_array_equal(nm_pack.unpack(packed.kept, packed.idx, packed.perm, k, Pattern(n, m)), w * mask)
+
+
+def test_positions_are_little_endian_fields_along_the_row():
+    # 2:4, inputs 1 and 3 of group 0, 0 and 2 of group 1: fields 1, 3, 0, 2 from bit 0 up
+    mask = np.array([[0, 1, 0, 1, 1, 0, 1, 0]], dtype=bool)
+    packed = nm_pack.pack(np.arange(8, dtype=np.float32)[None] * mask, mask, None, Pattern(2, 4))
+    assert packed.idx.tolist() == [[0b10_00_11_01]]
+    assert packed.kept.tolist() == [[1, 3, 4, 6]]
+    # 1:8 has 4-bit fields: input 5 of group 0, input 2 of group 1
+    mask = np.zeros((1, 16), dtype=bool)
+    mask[0, [5, 10]] = True
+    assert nm_pack.pack(mask.astype(np.float32), mask, None, Pattern(1, 8)).idx.tolist() == [[0x25]]
+
+
+def test_a_mask_that_is_not_n_of_m_is_refused():
+    mask = np.array([[1, 1, 1, 0]], dtype=bool)
+    with pytest.raises(ValueError, match="2:4"):
+        nm_pack.pack(mask.astype(np.float32), mask, None, Pattern(2, 4))
+
+
+def test_kept_values_stay_in_a_type_with_a_fast_path_or_become_q8_0():
+    assert nm_pack.packed_type(T.F16, 288) == T.F16
+    assert nm_pack.packed_type(T.Q8_0, 288) == T.Q8_0
+    assert nm_pack.packed_type(T.Q4_0, 288) == T.Q4_0
+    assert nm_pack.packed_type(T.Q4_1, 288) == T.Q8_0
+    assert nm_pack.packed_type(T.Q4_K, 1024) == T.Q8_0
+    assert nm_pack.packed_type(T.Q8_0, 40) == T.F16  # no whole 32-blocks
+
+
+def _ggufsparse(*args: str) -> None:
+    proc = subprocess.run(["ggufsparse", *args], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _converted(folder: Path, qtype: str, *method: str) -> Path:
+    dense, out = folder / f"{qtype}.gguf", folder / f"{qtype}-nm.gguf"
+    _ggufsparse("synth", "--shape", "smollm2-135m", "--type", qtype, "--layers", "2", "-o", str(dense), "-q")
+    _ggufsparse("convert", str(dense), "-o", str(out), *method, "--nm", "2:4", *SMALL)
+    return out
+
+
+@pytest.fixture(scope="module")
+def f16_shuffled(tmp_path_factory) -> Path:
+    return _converted(tmp_path_factory.mktemp("nm-f16"), "f16", "--method", "wanda", "--nm-shuffle", "global+local")
+
+
+@pytest.fixture(scope="module")
+def q8_0_plain(tmp_path_factory) -> Path:
+    return _converted(tmp_path_factory.mktemp("nm-q8_0"), "q8_0", "--method", "magnitude")
+
+
+@pytest.mark.runtime
+def test_packed_copies_hold_exactly_the_zeroed_weights(f16_shuffled):
+    r = gguf.GGUFReader(f16_shuffled)
+    assert r.fields[layout.Keys.NM_STORAGE].contents() == "masked+packed"
+    assert r.fields[layout.Keys.FORMAT_VERSION].contents() == layout.FORMAT_VERSION
+    by_name = {t.name: t for t in r.tensors}
+    pruned = r.fields[layout.Keys.NM_TENSORS].contents()
+    assert len(pruned) == 14
+    for name in pruned:
+        block, projection = int(name.split(".")[1]), name.split(".")[2]
+        names = layout.NM_TENSORS[projection]
+        zeroed = np.asarray(by_name[name].data, dtype=np.float32)
+        vals = by_name[names.vals.name(block)]
+        assert vals.tensor_type == T.F16
+        perm = np.asarray(by_name[names.perm.name(block)].data)
+        assert sorted(perm.tolist()) == list(range(zeroed.shape[1])) and not np.array_equal(perm, np.sort(perm))
+        idx = np.asarray(by_name[names.idx.name(block)].data).view(np.uint8)
+        unpacked = nm_pack.unpack(np.asarray(vals.data, dtype=np.float32), idx, perm, zeroed.shape[1], Pattern(2, 4))
+        np.testing.assert_array_equal(unpacked, zeroed, err_msg=name)
+
+
+def _decode_logits(model: Path, tmp_path: Path, tag: str, dense: bool = False) -> np.ndarray:
+    # one token per decode call: the path that reads the packed copies; GGUFSPARSE_DENSE=1 reads
+    # the zeroed weights instead
+    env = {"GGUFSPARSE_DENSE": "1"} if dense else {}
+    return logits_of.in_subprocess(model, tmp_path / f"{tag}.npy", n_batch=1, env=env)
+
+
+@pytest.mark.runtime
+@pytest.mark.parametrize("which,tol,top1", [("f16_shuffled", 0.005, 0.99), ("q8_0_plain", 0.05, 0.9)])
+def test_decode_through_the_packed_copies_gives_the_zeroed_weights_logits(which, tol, top1, request, tmp_path):
+    # F16 kept values are the zeroed weights exactly (f32 input against ggml's f16-rounded one);
+    # Q8_0 rounds the input to int8 as ggml's dense Q8_0 product does, in blocks of 64 inputs
+    model = request.getfixturevalue(which)
+    packed = _decode_logits(model, tmp_path, "packed")
+    dense = _decode_logits(model, tmp_path, "dense", dense=True)
+    scale = np.abs(dense).max()
+    assert np.abs(packed - dense).max() <= tol * scale
+    assert (packed.argmax(-1) == dense.argmax(-1)).mean() >= top1
+
+
+@pytest.mark.runtime
+def test_decode_reads_the_positions_of_the_packed_copies(q8_0_plain, tmp_path):
+    # every position set to 0 keeps the wrong inputs: decode must change, prompts must not
+    bad = tmp_path / "bad-positions.gguf"
+    shutil.copy(q8_0_plain, bad)
+    for t in gguf.GGUFReader(bad, "r+").tensors:
+        if t.name.endswith("_nm_idx"):
+            t.data[...] = 0
+    good = _decode_logits(q8_0_plain, tmp_path, "good")
+    broken = _decode_logits(bad, tmp_path, "broken")
+    assert np.abs(broken - good).max() > 0.2 * np.abs(good).max()
+    prompt_good = logits_of.in_subprocess(q8_0_plain, tmp_path / "pg.npy")
+    prompt_bad = logits_of.in_subprocess(bad, tmp_path / "pb.npy")
+    np.testing.assert_array_equal(prompt_good, prompt_bad)
