@@ -58,6 +58,25 @@ def test_kept_values_stay_in_a_type_with_a_fast_path_or_become_q8_0():
     assert nm_pack.packed_type(T.Q8_0, 40) == T.F16  # no whole 32-blocks
 
 
+@pytest.mark.runtime
+@pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_0])
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4)])
+def test_zeroed_q8_0_and_q4_0_weights_hold_exactly_the_packed_values(qtype, n, m):
+    from ggufsparse.gguf_io import dequantize_rows
+
+    rng = np.random.default_rng(m)
+    rows, k = 5, 256
+    w = rng.standard_normal((rows, k)).astype(np.float32)
+    mask = nm_mask(np.abs(w), Pattern(n, m))
+    packed = nm_pack.pack(w * mask, mask, None, Pattern(n, m))
+    data = nm_pack.quantize_kept(packed.kept, qtype)
+    want = nm_pack.unpack(nm_pack.kept_as_stored(data, qtype), packed.idx, None, k, Pattern(n, m))
+    got = dequantize_rows(nm_pack.expand_blocks(data, packed.idx, k, Pattern(n, m), qtype), qtype)
+    np.testing.assert_array_equal(got, want)
+    assert (want != 0).sum(axis=1).max() <= k // m * n
+    assert np.abs(want - w * mask).max() < 0.15 * np.abs(w).max()  # a rounding of the kept values, no more
+
+
 def _ggufsparse(*args: str) -> None:
     proc = subprocess.run(["ggufsparse", *args], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -99,6 +118,24 @@ def test_packed_copies_hold_exactly_the_zeroed_weights(f16_shuffled):
         idx = np.asarray(by_name[names.idx.name(block)].data).view(np.uint8)
         unpacked = nm_pack.unpack(np.asarray(vals.data, dtype=np.float32), idx, perm, zeroed.shape[1], Pattern(2, 4))
         np.testing.assert_array_equal(unpacked, zeroed, err_msg=name)
+
+
+@pytest.mark.runtime
+def test_a_q8_0_file_keeps_its_zeroed_weights_in_q8_0(q8_0_plain):
+    from ggufsparse.gguf_io import dequantize_rows
+
+    r = gguf.GGUFReader(q8_0_plain)
+    by_name = {t.name: t for t in r.tensors}
+    for name in r.fields[layout.Keys.NM_TENSORS].contents():
+        block, projection = int(name.split(".")[1]), name.split(".")[2]
+        names = layout.NM_TENSORS[projection]
+        zeroed, vals = by_name[name], by_name[names.vals.name(block)]
+        assert zeroed.tensor_type == T.Q8_0 and vals.tensor_type == T.Q8_0
+        assert names.perm.name(block) not in by_name
+        idx = np.asarray(by_name[names.idx.name(block)].data).view(np.uint8)
+        k = int(zeroed.shape[0])
+        unpacked = nm_pack.unpack(dequantize_rows(vals.data, T.Q8_0), idx, None, k, Pattern(2, 4))
+        np.testing.assert_array_equal(dequantize_rows(zeroed.data, T.Q8_0), unpacked, err_msg=name)
 
 
 def _decode_logits(model: Path, tmp_path: Path, tag: str, dense: bool = False) -> np.ndarray:

@@ -6,7 +6,8 @@ zeroed (storage `masked`), as F16 when the original is quantized (a quantized bl
 exact zeros beside its kept values in every type, and F16 holds the dequantized kept values), in
 its own type otherwise. Storage `masked+packed` adds each weight's packed copy, which decode reads;
 then the zeroed weight holds the packed copy's values (after their requantisation), so prompts and
-decode multiply by the same weights.
+decode multiply by the same weights, and a Q8_0 or Q4_0 weight without a channel shuffle stays in
+its type (nm_pack.expand_blocks).
 """
 
 from __future__ import annotations
@@ -59,14 +60,18 @@ def _tensors(reader, pruned: PruneResult, pattern: Pattern, storage: str) -> tup
             packed = nm_pack.pack(values, w.mask, w.perm, pattern)
             qtype = nm_pack.packed_type(src.tensor_type, packed.kept.shape[1])
             data = nm_pack.quantize_kept(packed.kept, qtype)
-            values = nm_pack.unpack(nm_pack.kept_as_stored(data, qtype), packed.idx, packed.perm, values.shape[1],
-                                    pattern)
+            k = values.shape[1]
+            values = nm_pack.unpack(nm_pack.kept_as_stored(data, qtype), packed.idx, packed.perm, k, pattern)
             names = layout.NM_TENSORS[w.name.split(".")[2]]
             block = int(w.name.split(".")[1])
             packed_copies += [ExtraTensor(names.vals.name(block), data, qtype),
                               ExtraTensor(names.idx.name(block), packed.idx.view(np.int8), T.I8)]
             if packed.perm is not None:
                 packed_copies.append(ExtraTensor(names.perm.name(block), packed.perm, T.I32))
+            if nm_pack.expandable(qtype, packed.perm, pattern) and qtype == src.tensor_type:
+                # the original type, holding exactly the packed values: prompts keep its fast products
+                zeroed.append(ExtraTensor(w.name, nm_pack.expand_blocks(data, packed.idx, k, pattern, qtype), qtype))
+                continue
         qtype = _zeroed_type(src.tensor_type)
         zeroed.append(ExtraTensor(w.name, gguf.quants.quantize(values, qtype), qtype))
     return zeroed, packed_copies

@@ -103,6 +103,43 @@ def quantize_kept(kept: np.ndarray, qtype) -> np.ndarray:
     return ggml_quant.quantize(kept, qtype)
 
 
+def expandable(qtype, perm: np.ndarray | None, pattern: Pattern) -> bool:
+    """Whether `expand_blocks` can write the zeroed weight in the kept values' own blocks: Q8_0 and
+    Q4_0 without a permutation, where N divides M (each 32-input block then lies inside one block
+    of 32 kept values and can take its scale)."""
+    return T(qtype) in (T.Q8_0, T.Q4_0) and perm is None and pattern.m % pattern.n == 0
+
+
+def expand_blocks(data: np.ndarray, idx: np.ndarray, k: int, pattern: Pattern, qtype) -> np.ndarray:
+    """The zeroed weight (rows, k) as qtype bytes, exactly the packed blocks' values: every dense
+    block takes the scale of the packed block its kept values come from, and zeros elsewhere (an
+    exact rearrangement of the same quantized values, no rounding)."""
+    qtype = T(qtype)
+    rows = data.shape[0]
+    kn = k // pattern.m * pattern.n
+    blocks = data.reshape(rows, kn // 32, -1)
+    scale = blocks[:, :, :2].copy().view(np.float16)[:, :, 0]
+    if qtype == T.Q8_0:
+        q = blocks[:, :, 2:].view(np.int8).reshape(rows, kn).astype(np.int16)
+    else:  # Q4_0: low nibbles hold values 0-15 of a block, high nibbles 16-31, offset by 8
+        nib = blocks[:, :, 2:]
+        q = np.concatenate([nib & 0x0F, nib >> 4], axis=-1).reshape(rows, kn).astype(np.int16) - 8
+    pos = positions(idx, kn, pattern.m)
+    cols = (np.arange(kn) // pattern.n)[None, :] * pattern.m + pos
+    dense = np.zeros((rows, k), dtype=np.int16)
+    np.put_along_axis(dense, cols, q, axis=1)
+    dense = dense.reshape(rows, k // 32, 32)
+    dense_scale = scale[:, (np.arange(k // 32) * pattern.n) // pattern.m]
+    if qtype == T.Q8_0:
+        body = dense.astype(np.int8).view(np.uint8)
+    else:
+        u = (dense + 8).astype(np.uint8)
+        body = u[:, :, :16] | (u[:, :, 16:] << 4)
+    out = np.concatenate([dense_scale[:, :, None].astype(np.float16).view(np.uint8).reshape(rows, k // 32, 2), body],
+                         axis=-1)
+    return np.ascontiguousarray(out.reshape(rows, -1))
+
+
 def kept_as_stored(data: np.ndarray, qtype) -> np.ndarray:
     """float32 values of stored kept values (what the runtime multiplies)."""
     return dequantize_rows(data, T(qtype)).astype(np.float32)
