@@ -172,3 +172,20 @@ def test_decode_reads_the_positions_of_the_packed_copies(q8_0_plain, tmp_path):
     prompt_good = logits_of.in_subprocess(q8_0_plain, tmp_path / "pg.npy")
     prompt_bad = logits_of.in_subprocess(bad, tmp_path / "pb.npy")
     np.testing.assert_array_equal(prompt_good, prompt_bad)
+
+
+@pytest.mark.runtime
+def test_chess_on_an_esparse_model_with_zero_thresholds_decodes_as_the_pruned_model(tmp_path):
+    # chess+esparse: CHESS's sparse paths (thresholds 0: nothing skipped) and the N:M packed copies
+    # of the projections without a threshold, against the zeroed weights' dense products
+    model = _converted(tmp_path, "f16", "--method", "chess+esparse", "--sparsity", "0", "--attn-sparsity", "0")
+    r = gguf.GGUFReader(model)
+    assert r.fields[layout.Keys.METHOD].contents() == "chess+esparse"
+    assert r.fields[layout.Keys.NM_PATTERN].contents() == "2:4"
+    names = {t.name for t in r.tensors}
+    assert {layout.FFN_GATE_THR.name(1), layout.ATTN_Q_T.name(1), layout.NM_TENSORS["attn_k"].vals.name(1),
+            layout.NM_TENSORS["ffn_gate"].perm.name(1)} <= names
+    sparse = _decode_logits(model, tmp_path, "sparse")
+    dense = _decode_logits(model, tmp_path, "dense", dense=True)
+    assert np.abs(sparse - dense).max() <= 0.005 * np.abs(dense).max()
+    assert (sparse.argmax(-1) == dense.argmax(-1)).mean() >= 0.99

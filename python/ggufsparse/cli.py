@@ -404,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the GGUF to write")
     p.add_argument("--recipe", help="a recipe in convert/ by name (e.g. smollm2-135m-chess) or a .toml file")
     p.add_argument("--method", help="chess (default), cats, teal or chess+teal (activation thresholds); "
-                   "magnitude, wanda or esparse (N:M weight pruning, see --nm)")
+                   "magnitude, wanda or esparse (N:M weight pruning, see --nm); chess+esparse (E-Sparse "
+                   "pruning, then CHESS's thresholds calibrated on the pruned model)")
     p.add_argument("--sparsity", type=float, help="FFN sparsity target in [0, 1) (default 0.5); teal: the "
                    "parameter-weighted level of every block's projection inputs")
     p.add_argument("--attn-sparsity", type=float,

@@ -228,7 +228,16 @@ def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, prog
             from ggufsparse.convert_nm import convert_nm
 
             return convert_nm(source, reader, out, recipe, calib_file, force=force, progress=progress, dtype=dtype)
-        results, calib, allocation = _calibrate(source, recipe, calib_file, progress, dtype)
+        calib_recipe = recipe
+        if recipe.prunes_nm:  # chess+esparse: prune first, then calibrate CHESS on the pruned model
+            from ggufsparse.convert_nm import convert_nm
+
+            pruned = Path(scratch) / "pruned.gguf"
+            convert_nm(source, reader, pruned, recipe.override(method="esparse"), calib_file, force=True,
+                       progress=progress, dtype=dtype)
+            source, reader = pruned, open_reader(pruned)
+            calib_recipe = recipe.override(method="chess")
+        results, calib, allocation = _calibrate(source, calib_recipe, calib_file, progress, dtype)
         extras = _extras(reader, results, progress)
         keys = _keys(recipe, results, calib) + _allocation_keys(allocation, calib)
         write_with_extras(source, out, keys, extras, force=force, progress=progress)

@@ -17,6 +17,7 @@ from ggufsparse.methods import (
     ACTIVATION_METHODS,
     CHESS_NORMS,
     FFN_METHODS,
+    NM_COMBINED_METHODS,
     NM_METHODS,
     TEAL_ALLOCATIONS,
     TEAL_METHODS,
@@ -62,6 +63,11 @@ class Recipe:
         return self.method in NM_METHODS
 
     @property
+    def prunes_nm(self) -> bool:
+        """N:M pruning alone, or with CHESS's thresholds on top (chess+esparse)."""
+        return self.is_nm or self.method in NM_COMBINED_METHODS
+
+    @property
     def is_teal(self) -> bool:
         return self.method in TEAL_METHODS
 
@@ -69,15 +75,15 @@ class Recipe:
     def shuffle(self) -> str:
         if self.nm_shuffle is not None:
             return self.nm_shuffle
-        return "global+local" if self.method == "esparse" else "none"
+        return "global+local" if self.method in ("esparse", *NM_COMBINED_METHODS) else "none"
 
     def validate(self) -> Recipe:
-        known = FFN_METHODS + TEAL_METHODS + NM_METHODS + ACTIVATION_METHODS
+        known = FFN_METHODS + TEAL_METHODS + NM_METHODS + NM_COMBINED_METHODS + ACTIVATION_METHODS
         if self.method not in known:
             raise UserError(f"--method {self.method}: unknown; choose one of {', '.join(known)}")
         if self.allocate not in ALLOCATIONS:
             raise UserError(f"--allocate {self.allocate}: choose one of {', '.join(ALLOCATIONS)}")
-        if self.allocate != "none" and self.is_nm:
+        if self.allocate != "none" and self.prunes_nm:
             raise UserError(f"--allocate: for the activation methods, not --method {self.method}")
         if self.allocate != "none" and self.is_teal:
             raise UserError(f"--allocate: for chess and cats; --method {self.method} allocates with --teal-alloc")
@@ -85,10 +91,10 @@ class Recipe:
             self._validate_teal()
         if self.alloc_windows < 1 or self.alloc_draws < 1 or not 0.001 <= self.alloc_step <= 0.5:
             raise UserError("--alloc-windows and --alloc-draws must be >= 1, --alloc-step in [0.001, 0.5]")
-        if self.is_nm:
+        if self.prunes_nm:
             parse_pattern(self.nm)
-            if self.attn_sparsity is not None:
-                raise UserError(f"--attn-sparsity: not used by --method {self.method} (N:M weight pruning)")
+        if self.is_nm and self.attn_sparsity is not None:
+            raise UserError(f"--attn-sparsity: not used by --method {self.method} (N:M weight pruning)")
         if self.nm_storage not in NM_STORAGES:
             raise UserError(f"--nm-storage {self.nm_storage}: choose one of {', '.join(NM_STORAGES)}")
         if self.shuffle not in SHUFFLES:
@@ -126,12 +132,13 @@ class Recipe:
     def to_json(self) -> str:
         fields_ = asdict(self)
         if not self.is_nm:  # files of the activation methods keep the recipe they always had
-            fields_ = {k: v for k, v in fields_.items() if not k.startswith("nm")}
+            if not self.prunes_nm:
+                fields_ = {k: v for k, v in fields_.items() if not k.startswith("nm")}
             if self.allocate == "none":
                 fields_ = {k: v for k, v in fields_.items() if not k.startswith("alloc")}
             if not self.is_teal:
                 fields_ = {k: v for k, v in fields_.items() if not k.startswith("teal")}
-        else:
+        if self.prunes_nm:
             fields_["nm_shuffle"] = self.shuffle
             fields_["nm_dense_blocks"] = list(self.nm_dense_blocks)
         return json.dumps(fields_, sort_keys=True)

@@ -27,6 +27,8 @@ TEAL_METHODS = ("teal", "chess+teal")
 TEAL_ALLOCATIONS = ("greedy", "uniform")
 # N:M weight pruning (methods/nm.py): the score each method ranks weights by
 NM_METHODS = ("magnitude", "wanda", "esparse")
+# CHESS's FFN channel and q/output input thresholds calibrated on an E-Sparse N:M-pruned model
+NM_COMBINED_METHODS = ("chess+esparse",)
 CHESS_NORMS = ("l2", "l1")
 # a ReLU-family checkpoint's own zeros (ProSparse): no calibration, the activation's threshold
 ACTIVATION_METHODS = ("prosparse",)
