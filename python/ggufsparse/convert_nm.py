@@ -61,7 +61,6 @@ def _tensors(reader, pruned: PruneResult, pattern: Pattern, storage: str) -> tup
             qtype = nm_pack.packed_type(src.tensor_type, packed.kept.shape[1])
             data = nm_pack.quantize_kept(packed.kept, qtype)
             k = values.shape[1]
-            values = nm_pack.unpack(nm_pack.kept_as_stored(data, qtype), packed.idx, packed.perm, k, pattern)
             names = layout.NM_TENSORS[w.name.split(".")[2]]
             block = int(w.name.split(".")[1])
             packed_copies += [ExtraTensor(names.vals.name(block), data, qtype),
@@ -72,6 +71,7 @@ def _tensors(reader, pruned: PruneResult, pattern: Pattern, storage: str) -> tup
                 # the original type, holding exactly the packed values: prompts keep its fast products
                 zeroed.append(ExtraTensor(w.name, nm_pack.expand_blocks(data, packed.idx, k, pattern, qtype), qtype))
                 continue
+            values = nm_pack.unpack(nm_pack.kept_as_stored(data, qtype), packed.idx, packed.perm, k, pattern)
         qtype = _zeroed_type(src.tensor_type)
         zeroed.append(ExtraTensor(w.name, gguf.quants.quantize(values, qtype), qtype))
     return zeroed, packed_copies
