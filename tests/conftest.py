@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,3 +18,24 @@ def default_model() -> Path:
 @pytest.fixture(scope="session")
 def runtime():
     return locate.require_active()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_scratch_removed(tmp_path_factory):
+    """Delete what a module's fixtures wrote once the module is done.
+
+    The suite writes model files of several hundred MB; kept to the end of the run they need
+    tens of GB of temporary space. Passing tests' own folders go at once
+    (tmp_path_retention_policy = "failed" in pyproject.toml); this does it for module-scoped ones.
+    """
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    yield
+    for entry in set(base.iterdir()) - before:
+        if entry.is_dir() and not _holds_failure(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _holds_failure(folder: Path) -> bool:
+    # Function-scoped folders of failed tests are kept for inspection; fixtures' folders are not.
+    return folder.name.startswith("test_")
