@@ -202,7 +202,8 @@ def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, prog
     out = Path(out)
     check_writable(out, force)
     calib_file = Path(recipe.calib) if recipe.calib else default_calibration_file()
-    if not calib_file.is_file():
+    reads_text = not (recipe.is_nm and recipe.method == "magnitude")  # magnitude scores need no text
+    if reads_text and not calib_file.is_file():
         hint = "" if recipe.calib else "; set GGUFSPARSE_DATA to the data folder or pass --calib FILE"
         raise UserError(f"{calib_file}: calibration file not found{hint}")
     model = Path(model)

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from ggufsparse import __version__, layout, nm_pack
+from ggufsparse.errors import UserError
 from ggufsparse.gguf_io import ExtraKey, ExtraTensor, dequantize_rows, write_with_extras
 from ggufsparse.methods.nm import Pattern, parse_pattern
-from ggufsparse.nm_prune import NMPlan, PruneResult, dense_blocks, prune
+from ggufsparse.nm_prune import NMPlan, PruneResult, dense_blocks, prune, prune_by_magnitude
 from ggufsparse.recipe import Recipe
 
 
@@ -31,6 +32,25 @@ class NMConvertResult:
     calib_tokens: int
     original_bytes: int
     written_bytes: int
+
+
+@dataclass(frozen=True)
+class _NoCalibration:
+    """The calibration record of a magnitude conversion, which reads no text."""
+
+    source: str = "none (magnitude scores need no calibration text)"
+    sha256: str = ""
+    n_tokens: int = 0
+
+
+NO_CALIBRATION = _NoCalibration()
+
+
+def block_count(reader) -> int:
+    for name, f in reader.fields.items():
+        if name.endswith(".block_count"):
+            return int(f.contents())
+    raise UserError(f"{reader.data.filename}: no block_count in the GGUF metadata")
 
 
 def plan_of(recipe: Recipe) -> NMPlan:
@@ -105,14 +125,20 @@ def convert_nm(source: Path, reader, out: Path, recipe: Recipe, calib_file: Path
     from ggufsparse.tokenizer import gguf_tokenizer
     from ggufsparse.torch_model import GGUFTorchModel
 
-    tokenize, bos = gguf_tokenizer(source)
-    calib = calib_text.load(calib_file, tokenize, bos, recipe.calib_tokens, recipe.calib_seq_len)
     plan = plan_of(recipe)
-    tm = GGUFTorchModel(source, dtype)
-    with_stats = 0 if plan.score == "magnitude" else tm.n_layers - len(dense_blocks(plan, tm.n_layers))
-    total = (tm.n_layers + with_stats) * len(calib.windows)
-    with tqdm(total=total, desc="pruning", unit="win", disable=not progress) as bar:
-        pruned = prune(tm, calib.windows, plan, calibrate.Progress(bar.update))
+    if plan.score == "magnitude":
+        calib = NO_CALIBRATION
+        n_layers = block_count(reader)
+        with tqdm(total=n_layers, desc="pruning", unit="layer", disable=not progress) as bar:
+            pruned = prune_by_magnitude(reader, plan, n_layers, bar.update)
+    else:
+        tokenize, bos = gguf_tokenizer(source)
+        calib = calib_text.load(calib_file, tokenize, bos, recipe.calib_tokens, recipe.calib_seq_len)
+        tm = GGUFTorchModel(source, dtype)
+        with_stats = tm.n_layers - len(dense_blocks(plan, tm.n_layers))
+        total = (tm.n_layers + with_stats) * len(calib.windows)
+        with tqdm(total=total, desc="pruning", unit="win", disable=not progress) as bar:
+            pruned = prune(tm, calib.windows, plan, calibrate.Progress(bar.update))
     zeroed, packed = _tensors(reader, pruned, plan.pattern, recipe.nm_storage)
     write_with_extras(source, out, _keys(recipe, pruned, calib), packed, force=force, progress=progress,
                       replace=zeroed)

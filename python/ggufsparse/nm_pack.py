@@ -54,12 +54,16 @@ def pack(values: np.ndarray, mask: np.ndarray, perm: np.ndarray | None, pattern:
     rows, k = values.shape
     n, m = pattern.n, pattern.m
     order = np.arange(k) if perm is None else np.asarray(perm)
-    keep = mask[:, order].reshape(rows, k // m, m)
+    # in the permuted order (no copy without a permutation: these are the large arrays)
+    mask_p = mask if perm is None else mask[:, order]
+    values_p = values if perm is None else values[:, order]
+    keep = mask_p.reshape(rows, k // m, m)
     if not (keep.sum(axis=-1) == n).all():
         raise ValueError(f"the mask does not keep exactly {pattern} in the permuted order")
-    # positions of the kept values, ascending inside each group
-    pos = np.argsort(~keep, axis=-1, kind="stable")[..., :n]
-    kept = np.take_along_axis(values[:, order].reshape(rows, k // m, m), pos, axis=-1).reshape(rows, -1)
+    # with exactly N kept per group, row-major order lists each group's kept values and their
+    # positions ascending, group after group
+    pos = np.nonzero(keep.reshape(-1, m))[1].reshape(rows, -1)
+    kept = values_p[mask_p].reshape(rows, -1)
     bits = index_bits(m)
     per_byte = 8 // bits
     flat = pos.reshape(rows, -1).astype(np.uint16)

@@ -64,6 +64,27 @@ def choose(plan: NMPlan, weight: np.ndarray, stats: nm.ChannelStats | None) -> t
     return mask, perm, float(score[mask].sum(dtype=np.float64)) / total if total > 0 else 1.0
 
 
+def prune_by_magnitude(reader, plan: NMPlan, n_layers: int, progress=None) -> PruneResult:
+    """Masks for a magnitude plan, read off the file's tensors alone: magnitude scores need no
+    activations, so no model is loaded and no text runs (the masks equal those of prune())."""
+    assert plan.score == "magnitude"
+    by_name = {t.name: t for t in reader.tensors}
+    result = PruneResult()
+    dense = dense_blocks(plan, n_layers)
+    for i in range(n_layers):
+        if i in dense:
+            result.dense_blocks.append(i)
+        else:
+            for projection in plan.projections:
+                name = f"blk.{i}.{projection}.weight"
+                tensor = by_name[name]
+                weight = dequantize_rows(tensor.data, tensor.tensor_type).astype(np.float32)
+                result.weights.append(PrunedWeight(name, *choose(plan, weight, None)))
+        if progress is not None:
+            progress(1)
+    return result
+
+
 def prune(tm, windows: np.ndarray, plan: NMPlan, progress=None) -> PruneResult:
     """Masks for every target projection of every block not kept dense; tm's layers are pruned
     in place as it goes (calibrate.prune_layers)."""

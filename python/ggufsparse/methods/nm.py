@@ -171,11 +171,14 @@ def nm_mask(score: np.ndarray, pattern: Pattern, perm: np.ndarray | None = None)
     n_out, n_in = score.shape
     if n_in % pattern.m:
         raise ValueError(f"{n_in} inputs are not a multiple of M = {pattern.m}")
-    perm = np.arange(n_in) if perm is None else perm
-    s = torch.from_numpy(np.ascontiguousarray(score[:, perm], dtype=np.float32))
+    # without a permutation no shuffled copy is made (these are the large arrays)
+    shuffled = score if perm is None else score[:, perm]
+    s = torch.from_numpy(np.ascontiguousarray(shuffled, dtype=np.float32))
     groups = s.reshape(n_out, n_in // pattern.m, pattern.m)
     keep = torch.zeros_like(groups, dtype=torch.bool)
     keep.scatter_(-1, groups.topk(pattern.n, dim=-1).indices, True)
+    if perm is None:
+        return keep.reshape(n_out, n_in).numpy()
     mask = np.empty((n_out, n_in), dtype=bool)
     mask[:, perm] = keep.reshape(n_out, n_in).numpy()
     return mask
