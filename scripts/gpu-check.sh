@@ -69,7 +69,8 @@ stage_ops() {
   grep -E "FAIL|not supported" "$OUT/ops-test.log" | head -40
   tail -3 "$OUT/ops-test.log"
   log "test-backend-ops perf (decode shapes of Llama-2-7B)"
-  "$BIN/test-backend-ops" perf -b CUDA0 -o "$ops,MUL_MAT" -p "k=(4096|11008)|m=(4096|11008),n=1,k=(4096|11008)|n=11008,m=1" \
+  "$BIN/test-backend-ops" perf -b CUDA0 -o "$ops,MUL_MAT" \
+    -p 'm=(4096|11008),n=1,k=(4096|11008),bs=\[1,1\]|k=(4096|11008),n=(4096|11008),m=1|n=4096,k=(4096|11008),m=1|rows=(4096|11008)|n=11008,m=1' \
     > "$OUT/ops-perf.log" 2>&1
   grep -E "us/run" "$OUT/ops-perf.log" | sed -e 's/\x1b\[[0-9;]*m//g' | head -60
   return $rc

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from ggufsparse import layout
 from ggufsparse.convert import LayerResult, _extras
 from ggufsparse.errors import UserError
