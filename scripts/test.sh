@@ -7,6 +7,8 @@ bash scripts/setup.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
 ggufsparse build-runtime --stock
+# the suite writes model files of a few hundred MB each (deleted as it goes: about 3 GB at a time)
+echo "test.sh: free space for temporary files: $(df -h "${TMPDIR:-/tmp}" | awk 'NR==2 {print $4}')"
 set +e
 python -m pytest -ra "$@"
 rc=$?
