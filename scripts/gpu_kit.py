@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ggufsparse.gguf_io import open_reader
+from ggufsparse.gguf_io import copy_field, open_reader
 from ggufsparse.models import resolve
 from ggufsparse.paths import cache_dir
 from ggufsparse.runtime import sdist, source
@@ -54,9 +54,7 @@ def vocab_only(model: Path, out: Path) -> None:
     w = gguf.GGUFWriter(out, arch="llama")
     for field in reader.fields.values():
         if field.name.startswith("tokenizer."):
-            vtype = field.types[0]
-            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-            w.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
+            copy_field(w, field)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()

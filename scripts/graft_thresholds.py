@@ -23,13 +23,12 @@ import numpy as np
 from ggufsparse import layout
 from ggufsparse.convert import LayerResult, _extras
 from ggufsparse.errors import UserError
-from ggufsparse.gguf_io import ExtraKey, check_writable, open_reader, write_with_extras
+from ggufsparse.gguf_io import ExtraKey, check_writable, field_types, open_reader, write_with_extras
 
 PREFIX = "ggufsparse."
 
 
 def extract(donor: Path, out: Path) -> None:
-    import gguf
 
     reader = open_reader(donor)
     tensors = {t.name: np.array(t.data, dtype=np.float32) for t in reader.tensors if t.name.endswith("_thr")}
@@ -38,8 +37,7 @@ def extract(donor: Path, out: Path) -> None:
     keys = []
     for name, field in reader.fields.items():
         if name.startswith(PREFIX):
-            vtype = field.types[0]
-            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            vtype, sub = field_types(field)
             keys.append([name, field.contents(), int(vtype), None if sub is None else int(sub)])
     np.savez(out, keys=np.array(json.dumps(keys)), **{f"t:{k}": v for k, v in tensors.items()})
 

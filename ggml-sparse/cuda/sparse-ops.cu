@@ -51,11 +51,6 @@ static __device__ __forceinline__ void sparse_load8(const T * p, float out[8]) {
     }
 }
 
-template <ggml_type type> struct sparse_float_type;
-template <> struct sparse_float_type<GGML_TYPE_F32>  { using T = float; };
-template <> struct sparse_float_type<GGML_TYPE_F16>  { using T = half; };
-template <> struct sparse_float_type<GGML_TYPE_BF16> { using T = nv_bfloat16; };
-
 static bool sparse_is_float(ggml_type type) {
     return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16;
 }

@@ -45,6 +45,19 @@ def open_reader(path: Path):
         raise UserError(f"{path}: not a readable GGUF file ({exc})") from None
 
 
+def field_types(field):
+    """(value type, element type or None) of a GGUFReader field, as GGUFWriter.add_key_value takes them."""
+    import gguf
+
+    vtype = field.types[0]
+    return vtype, field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+
+
+def copy_field(writer, field) -> None:
+    vtype, sub_type = field_types(field)
+    writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub_type)
+
+
 def _copy_keys(reader, writer, skip: set[str]) -> None:
     import gguf
 
@@ -52,9 +65,7 @@ def _copy_keys(reader, writer, skip: set[str]) -> None:
         # GGUF.* are the reader's virtual fields; the writer adds general.architecture itself
         if field.name.startswith("GGUF.") or field.name == gguf.Keys.General.ARCHITECTURE or field.name in skip:
             continue
-        vtype = field.types[0]
-        sub_type = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub_type)
+        copy_field(writer, field)
 
 
 def check_writable(dst: Path, force: bool = False) -> None:

@@ -76,7 +76,7 @@ def write_synthetic(out: Path, shape_name: str, type_name: str, n_layers: int | 
     import gguf
     from tqdm import tqdm
 
-    from ggufsparse.gguf_io import open_reader, temp_beside
+    from ggufsparse.gguf_io import copy_field, open_reader, temp_beside
     from ggufsparse.models import resolve
 
     if shape_name not in SHAPES:
@@ -110,9 +110,7 @@ def write_synthetic(out: Path, shape_name: str, type_name: str, n_layers: int | 
         w.add_vocab_size(n_vocab)
         w.add_file_type(int(qtype) if qtype != gguf.GGMLQuantizationType.F32 else 0)
         for f in tok_fields:
-            vtype = f.types[0]
-            sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-            w.add_key_value(f.name, f.contents(), vtype, sub_type=sub)
+            copy_field(w, f)
         specs = _tensors(shape, n_vocab, n_layers)
         for name, shp, is_matrix in specs:
             t = qtype if is_matrix else gguf.GGMLQuantizationType.F32
