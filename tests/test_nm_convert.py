@@ -73,7 +73,7 @@ def test_wanda_loses_less_than_magnitude(default_model, wanda, tmp_path):
     """Wanda's input-norm weighting is the point of the method: on the real model it must keep the
     output closer to the dense model's than weight magnitude alone (WikiText-2, 4 windows)."""
     magnitude = convert(default_model, tmp_path / "magnitude.gguf", "--method", "magnitude", "--nm", "2:4",
-                        "--nm-dense-blocks", "0,-1")
+                        "--nm-dense-blocks", "0,-1", "--nm-storage", "masked")
     w, m = kl_of(wanda, default_model, tmp_path), kl_of(magnitude, default_model, tmp_path)
     assert 0 < w["kl_mean"] < m["kl_mean"]
     assert w["ppl"] > w["ref_ppl"]
@@ -81,7 +81,7 @@ def test_wanda_loses_less_than_magnitude(default_model, wanda, tmp_path):
 
 def test_esparse_with_shuffles_prunes_every_row_to_n_of_m(default_model, tmp_path):
     out = convert(default_model, tmp_path / "esparse.gguf", "--method", "esparse", "--nm", "4:8",
-                  "--nm-block", "16", "--nm-passes", "1")
+                  "--nm-block", "16", "--nm-passes", "1", "--nm-storage", "masked")
     r = gguf.GGUFReader(out)
     recipe = json.loads(r.fields[layout.Keys.RECIPE].contents())
     assert recipe["nm_shuffle"] == "global+local" and recipe["method"] == "esparse"

@@ -82,21 +82,34 @@ def _ggufsparse(*args: str) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def _converted(folder: Path, qtype: str, *method: str) -> Path:
-    dense, out = folder / f"{qtype}.gguf", folder / f"{qtype}-nm.gguf"
-    _ggufsparse("synth", "--shape", "smollm2-135m", "--type", qtype, "--layers", "2", "-o", str(dense), "-q")
-    _ggufsparse("convert", str(dense), "-o", str(out), *method, "--nm", "2:4", *SMALL)
+def _converted(folder: Path, qtype: str, *method: str, storage: str = "masked+packed") -> Path:
+    dense, out = folder / f"{qtype}.gguf", folder / f"{qtype}-nm-{storage}.gguf"
+    if not dense.exists():
+        _ggufsparse("synth", "--shape", "smollm2-135m", "--type", qtype, "--layers", "2", "-o", str(dense), "-q")
+    _ggufsparse("convert", str(dense), "-o", str(out), *method, "--nm", "2:4", "--nm-storage", storage, *SMALL)
     return out
+
+
+WANDA_SHUFFLED = ("--method", "wanda", "--nm-shuffle", "global+local")
 
 
 @pytest.fixture(scope="module")
 def f16_shuffled(tmp_path_factory) -> Path:
-    return _converted(tmp_path_factory.mktemp("nm-f16"), "f16", "--method", "wanda", "--nm-shuffle", "global+local")
+    return _converted(tmp_path_factory.mktemp("nm-f16"), "f16", *WANDA_SHUFFLED)
 
 
 @pytest.fixture(scope="module")
 def q8_0_plain(tmp_path_factory) -> Path:
     return _converted(tmp_path_factory.mktemp("nm-q8_0"), "q8_0", "--method", "magnitude")
+
+
+@pytest.fixture(scope="module", params=[("f16", WANDA_SHUFFLED), ("q8_0", ("--method", "magnitude")),
+                                        ("q4_0", WANDA_SHUFFLED)], ids=["f16-shuffled", "q8_0", "q4_0-shuffled"])
+def packed_pair(request, tmp_path_factory) -> tuple[Path, Path]:
+    """(masked+packed file, packed-only file) pruned the same way from one synthetic model."""
+    qtype, method = request.param
+    folder = tmp_path_factory.mktemp(f"nm-pair-{qtype}")
+    return _converted(folder, qtype, *method), _converted(folder, qtype, *method, storage="packed")
 
 
 @pytest.mark.runtime
@@ -189,3 +202,92 @@ def test_chess_on_an_esparse_model_with_zero_thresholds_decodes_as_the_pruned_mo
     dense = _decode_logits(model, tmp_path, "dense", dense=True)
     assert np.abs(sparse - dense).max() <= 0.005 * np.abs(dense).max()
     assert (sparse.argmax(-1) == dense.argmax(-1)).mean() >= 0.99
+
+
+@pytest.mark.runtime
+def test_packed_storage_leaves_the_pruned_weights_out(packed_pair):
+    both, packed_only = (gguf.GGUFReader(p) for p in packed_pair)
+    assert packed_only.fields[layout.Keys.NM_STORAGE].contents() == "packed"
+    pruned = packed_only.fields[layout.Keys.NM_TENSORS].contents()
+    names_both = {t.name: t for t in both.tensors}
+    names_packed = {t.name: t for t in packed_only.tensors}
+    assert len(pruned) == 14 and set(pruned) <= set(names_both)
+    assert not set(pruned) & set(names_packed)
+    # every other tensor, packed copies included, is the same in both files
+    assert set(names_packed) == set(names_both) - set(pruned)
+    for name, t in names_packed.items():
+        assert bytes(t.data) == bytes(names_both[name].data), name
+    saved = sum(int(names_both[n].n_bytes) for n in pruned)
+    assert packed_pair[0].stat().st_size - packed_pair[1].stat().st_size >= saved
+
+
+@pytest.mark.runtime
+def test_prompts_of_a_packed_only_file_give_the_masked_weights_logits(packed_pair, tmp_path):
+    # prompts expand the packed copies (ggml_nm_expand); the masked+packed file multiplies its zeroed
+    # weights. Q8_0 without a shuffle expands to the zeroed weight's very bytes; F16 sums in another
+    # order; shuffled Q4_0's zeroed weight is F16, while its expansion is Q4_0, whose dense product
+    # rounds the input to 8 bits (as the Q8_0 decode test above)
+    both, packed_only = packed_pair
+    want = logits_of.in_subprocess(both, tmp_path / "both.npy")
+    got = logits_of.in_subprocess(packed_only, tmp_path / "packed.npy")
+    if "q8_0" in packed_only.name:  # magnitude: no shuffle
+        np.testing.assert_array_equal(got, want)
+    tol, top1 = (0.05, 0.9) if "q4_0" in packed_only.name else (0.002, 0.97)
+    assert np.abs(got - want).max() <= tol * np.abs(want).max()
+    assert (got.argmax(-1) == want.argmax(-1)).mean() >= top1
+
+
+@pytest.mark.runtime
+def test_decode_of_a_packed_only_file_gives_its_prompt_path_logits(packed_pair, tmp_path):
+    # one token per call reads the packed copies (mul_mat_nm); GGUFSPARSE_DENSE=1 takes the
+    # expansion for every batch
+    packed_only = packed_pair[1]
+    packed = _decode_logits(packed_only, tmp_path, "packed")
+    dense = _decode_logits(packed_only, tmp_path, "dense", dense=True)
+    tol = 0.005 if "f16" in packed_only.name else 0.05
+    assert np.abs(packed - dense).max() <= tol * np.abs(dense).max()
+    assert (packed.argmax(-1) == dense.argmax(-1)).mean() >= 0.9
+
+
+@pytest.mark.runtime
+def test_thresholds_on_a_packed_only_file_are_refused(packed_pair, tmp_path):
+    from ggufsparse import llm
+    from ggufsparse.gguf_io import ExtraTensor, write_with_extras
+
+    bad = tmp_path / "packed-with-threshold.gguf"
+    thr = ExtraTensor(layout.ATTN_Q_THR.name(0), np.zeros(1, np.float32), T.F32)
+    write_with_extras(packed_pair[1], bad, [], [thr], progress=False)
+    with pytest.raises(llm.ModelLoadError) as err:
+        llm.load(bad, n_ctx=64)
+    assert "packed only" in str(err.value) and layout.ATTN_Q_THR.name(0) in str(err.value)
+
+
+def test_chess_on_esparse_refuses_packed_only_storage():
+    from ggufsparse.errors import UserError
+    from ggufsparse.recipe import Recipe
+
+    assert Recipe(method="esparse").storage == "packed"
+    assert Recipe(method="chess+esparse").storage == "masked+packed"
+    with pytest.raises(UserError, match="masked\\+packed"):
+        Recipe(method="chess+esparse", nm_storage="packed").validate()
+
+
+@pytest.mark.runtime
+def test_converter_and_runtime_agree_on_which_kept_values_expand():
+    # the converter writes F16 kept values where the runtime's ggml_nm_expand could not expand them
+    import ctypes
+
+    from ggufsparse import ggml_quant
+
+    lib = ggml_quant._library()
+    lib.ggml_sparse_nm_expandable.restype = ctypes.c_bool
+    lib.ggml_sparse_nm_expandable.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    seen = set()
+    for qtype in (T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q4_K):
+        for m in range(2, 17):
+            for n in range(1, m):
+                expands = nm_pack.runtime_expands(qtype, Pattern(n, m))
+                assert bool(lib.ggml_sparse_nm_expandable(int(qtype), n, m)) == expands, (qtype.name, n, m)
+                seen.add(expands)
+    assert seen == {True, False}
+    assert not nm_pack.blocks_expand(T.Q8_0, Pattern(3, 6))  # 32 kept values would span two groups' blocks

@@ -331,3 +331,92 @@ bool ggml_sparse_mul_mat_nm_supported(const struct ggml_tensor * op) {
             ggml_get_type_traits_cpu(traits->vec_dot_type)->from_float != NULL) &&
            vals->ne[0] % ggml_blck_size(vals->type) == 0;
 }
+
+// GGML_OP_NM_EXPAND: the dense weight a packed copy stands for, in the permuted input order, for
+// products over many tokens (prompts), where llama.cpp's dense kernels beat a per-token gather.
+// Permuted input c = (j/n)*m + pos(r,j) of row r holds kept value j; every other input is zero.
+// Q8_0 / Q4_0: kept values keep their quants, and a dense block takes the scale of the packed
+// block its kept values come from (one block, as n divides m and 32), so the expansion is exact.
+
+static inline int64_t nm_column(const uint8_t * idx, int64_t j, int n, int m, int bits) {
+    const int64_t bit = j * bits;
+    const int pos = (idx[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
+    // a malformed index (4-bit positions past m) must not write outside its group
+    return (j / n) * m + (pos < m ? pos : m - 1);
+}
+
+static void nm_expand_row_float(size_t size, const char * v, const uint8_t * idx, char * d, int64_t k, int64_t kn,
+                                int n, int m, int bits) {
+    memset(d, 0, (size_t) k * size);
+    if (size == 4) {
+        for (int64_t j = 0; j < kn; j++) {
+            ((uint32_t *) d)[nm_column(idx, j, n, m, bits)] = ((const uint32_t *) v)[j];
+        }
+    } else {
+        for (int64_t j = 0; j < kn; j++) {
+            ((uint16_t *) d)[nm_column(idx, j, n, m, bits)] = ((const uint16_t *) v)[j];
+        }
+    }
+}
+
+static void nm_expand_row_q8_0(const block_q8_0 * v, const uint8_t * idx, block_q8_0 * d, int64_t k, int64_t kn,
+                               int n, int m, int bits) {
+    for (int64_t b = 0; b < k / QK8_0; b++) {
+        d[b].d = v[(b * n) / m].d;
+        memset(d[b].qs, 0, sizeof(d[b].qs));
+    }
+    for (int64_t j = 0; j < kn; j++) {
+        const int64_t c = nm_column(idx, j, n, m, bits);
+        d[c / QK8_0].qs[c % QK8_0] = v[j / QK8_0].qs[j % QK8_0];
+    }
+}
+
+// Q4_0 keeps element i of a block in the low nibble of qs[i] (i < 16) or the high nibble of
+// qs[i - 16], offset by 8: a zero is the nibble 8
+static void nm_expand_row_q4_0(const block_q4_0 * v, const uint8_t * idx, block_q4_0 * d, int64_t k, int64_t kn,
+                               int n, int m, int bits) {
+    const int half = QK4_0 / 2;
+    for (int64_t b = 0; b < k / QK4_0; b++) {
+        d[b].d = v[(b * n) / m].d;
+        memset(d[b].qs, 0x88, sizeof(d[b].qs));
+    }
+    for (int64_t j = 0; j < kn; j++) {
+        const int jj = (int) (j % QK4_0);
+        const uint8_t src = v[j / QK4_0].qs[jj % half];
+        const uint8_t q = jj < half ? (src & 0x0F) : (src >> 4);
+        const int64_t c = nm_column(idx, j, n, m, bits);
+        const int cc = (int) (c % QK4_0);
+        uint8_t * dst = &d[c / QK4_0].qs[cc % half];
+        *dst = cc < half ? (uint8_t) ((*dst & 0xF0) | q) : (uint8_t) ((*dst & 0x0F) | (q << 4));
+    }
+}
+
+void ggml_compute_forward_nm_expand(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
+    const struct ggml_tensor * vals = dst->src[0];
+    const struct ggml_tensor * idx  = dst->src[1];
+    const int n = ggml_get_op_params_i32(dst, 0);
+    const int m = ggml_get_op_params_i32(dst, 1);
+    const int bits = ggml_sparse_nm_index_bits(m);
+    const int64_t k    = dst->ne[0];
+    const int64_t kn   = vals->ne[0];
+    const int64_t rows = vals->ne[1];
+
+    const int64_t r0 = (rows * params->ith) / params->nth;
+    const int64_t r1 = (rows * (params->ith + 1)) / params->nth;
+    for (int64_t r = r0; r < r1; r++) {
+        const char    * v  = (const char *) vals->data + r*vals->nb[1];
+        const uint8_t * ir = (const uint8_t *) idx->data + r*idx->nb[1];
+        char          * d  = (char *) dst->data + r*dst->nb[1];
+        switch (vals->type) {
+            case GGML_TYPE_Q8_0:
+                nm_expand_row_q8_0((const block_q8_0 *) v, ir, (block_q8_0 *) d, k, kn, n, m, bits);
+                break;
+            case GGML_TYPE_Q4_0:
+                nm_expand_row_q4_0((const block_q4_0 *) v, ir, (block_q4_0 *) d, k, kn, n, m, bits);
+                break;
+            default:
+                nm_expand_row_float(ggml_type_size(vals->type), v, ir, d, k, kn, n, m, bits);
+                break;
+        }
+    }
+}

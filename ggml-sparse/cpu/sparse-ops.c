@@ -377,6 +377,8 @@ bool ggml_sparse_op_supported(const struct ggml_tensor * op) {
         }
         case GGML_OP_MUL_MAT_NM:
             return ggml_sparse_mul_mat_nm_supported(op);
+        case GGML_OP_NM_EXPAND:
+            return ggml_sparse_nm_expandable(op->src[0]->type, ggml_get_op_params_i32(op, 0), ggml_get_op_params_i32(op, 1));
         case GGML_OP_AXPY_SPARSE:
             if (op->src[0]->type == GGML_TYPE_I8) {
                 return ggml_sparse_axpy_packed_supported(op);

@@ -13,6 +13,7 @@ void ggml_compute_forward_sparse_act(const struct ggml_compute_params * params, 
 void ggml_compute_forward_mul_mat_rows(const struct ggml_compute_params * params, struct ggml_tensor * dst);
 void ggml_compute_forward_axpy_sparse(const struct ggml_compute_params * params, struct ggml_tensor * dst);
 void ggml_compute_forward_mul_mat_nm(const struct ggml_compute_params * params, struct ggml_tensor * dst);
+void ggml_compute_forward_nm_expand(const struct ggml_compute_params * params, struct ggml_tensor * dst);
 
 // bytes of work buffer the op needs with n_tasks threads (0 if none)
 size_t ggml_sparse_op_work_size(const struct ggml_tensor * node, int n_tasks);

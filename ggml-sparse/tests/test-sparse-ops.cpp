@@ -8,6 +8,7 @@
 // mul_mat_nm   vs a double-precision product with the masked dense weight built here from the
 //              kept values, positions and permutation; and vs the type's own dot product on
 //              the gathered input (bit for bit)
+// nm_expand    vs the dense weight built here from the kept values and positions (exact)
 
 #include "ggml.h"
 #include "ggml-cpu.h"
@@ -145,25 +146,11 @@ static void test_axpy_sparse(ggml_type type, int64_t n, int64_t k, int64_t m, fl
     ggml_free(ctx);
 }
 
-// rows of k inputs keeping n of every m (after the permutation `perm`, empty for none); vals in
-// `type`, `threads` threads, `cols` input columns
-static void test_mul_mat_nm(ggml_type type, int64_t k, int64_t rows, int64_t cols, int n, int m, bool shuffle,
-                            int threads, std::mt19937 & rng) {
-    const int64_t kn = k / m * n;
+// a random N:M index for idx's rows of k inputs: n distinct of every m positions, ascending;
+// returns each kept value's position (rows x k*n/m)
+static std::vector<int> fill_nm_index(ggml_tensor * idx, int64_t k, int n, int m, std::mt19937 & rng) {
+    const int64_t rows = idx->ne[1], kn = k / m * n;
     const int bits = ggml_sparse_nm_index_bits(m);
-    ggml_context * ctx = new_ctx();
-    ggml_tensor * vals = ggml_new_tensor_2d(ctx, type, kn, rows);
-    ggml_tensor * idx  = ggml_new_tensor_2d(ctx, GGML_TYPE_I8, ggml_sparse_nm_index_row_size(k, n, m), rows);
-    ggml_tensor * x    = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, cols);
-    ggml_tensor * perm = shuffle ? ggml_new_tensor_1d(ctx, GGML_TYPE_I32, k) : nullptr;
-
-    std::vector<int32_t> pv(k);
-    for (int64_t c = 0; c < k; c++) pv[c] = (int32_t) c;
-    if (shuffle) {
-        std::shuffle(pv.begin(), pv.end(), rng);
-        memcpy(perm->data, pv.data(), k * sizeof(int32_t));
-    }
-    // positions: n distinct of m per group, ascending
     std::vector<int> pos(rows * kn);
     memset(idx->data, 0, ggml_nbytes(idx));
     for (int64_t r = 0; r < rows; r++) {
@@ -180,6 +167,27 @@ static void test_mul_mat_nm(ggml_type type, int64_t k, int64_t rows, int64_t col
             }
         }
     }
+    return pos;
+}
+
+// rows of k inputs keeping n of every m (after the permutation `perm`, empty for none); vals in
+// `type`, `threads` threads, `cols` input columns
+static void test_mul_mat_nm(ggml_type type, int64_t k, int64_t rows, int64_t cols, int n, int m, bool shuffle,
+                            int threads, std::mt19937 & rng) {
+    const int64_t kn = k / m * n;
+    ggml_context * ctx = new_ctx();
+    ggml_tensor * vals = ggml_new_tensor_2d(ctx, type, kn, rows);
+    ggml_tensor * idx  = ggml_new_tensor_2d(ctx, GGML_TYPE_I8, ggml_sparse_nm_index_row_size(k, n, m), rows);
+    ggml_tensor * x    = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, cols);
+    ggml_tensor * perm = shuffle ? ggml_new_tensor_1d(ctx, GGML_TYPE_I32, k) : nullptr;
+
+    std::vector<int32_t> pv(k);
+    for (int64_t c = 0; c < k; c++) pv[c] = (int32_t) c;
+    if (shuffle) {
+        std::shuffle(pv.begin(), pv.end(), rng);
+        memcpy(perm->data, pv.data(), k * sizeof(int32_t));
+    }
+    const std::vector<int> pos = fill_nm_index(idx, k, n, m, rng);
     fill_weight(vals, random_vec(rng, rows * kn, 0.1f));
     auto xv = random_vec(rng, k * cols, 1.0f);
     memcpy(x->data, xv.data(), xv.size() * sizeof(float));
@@ -242,6 +250,37 @@ static void test_mul_mat_nm(ggml_type type, int64_t k, int64_t rows, int64_t col
     CHECK(fused || int8 || same_as_vec_dot,
           "mul_mat_nm %s %d:%d t=%d: differs from the type's own dot product on the gathered input (int8 path err %g)",
           ggml_type_name(type), n, m, threads, max_err_int8);
+    ggml_free(ctx);
+}
+
+// ggml_nm_expand vs the dense weight built here from the kept values and positions: the same
+// values exactly (dequantized), zeros elsewhere; quantized types keep their blocks' scales
+static void test_nm_expand(ggml_type type, int64_t k, int64_t rows, int n, int m, int threads, std::mt19937 & rng) {
+    const int64_t kn = k / m * n;
+    ggml_context * ctx = new_ctx();
+    ggml_tensor * vals = ggml_new_tensor_2d(ctx, type, kn, rows);
+    ggml_tensor * idx  = ggml_new_tensor_2d(ctx, GGML_TYPE_I8, ggml_sparse_nm_index_row_size(k, n, m), rows);
+    const std::vector<int> pos = fill_nm_index(idx, k, n, m, rng);
+    fill_weight(vals, random_vec(rng, rows * kn, 0.1f));
+
+    ggml_tensor * w = ggml_nm_expand(ctx, vals, idx, n, m);
+    compute(ctx, w, threads);
+    CHECK(w->type == type && w->ne[0] == k && w->ne[1] == rows, "nm_expand %s: shape or type", ggml_type_name(type));
+
+    const auto kept = dequant(vals);
+    const auto got  = dequant(w);
+    std::vector<float> want(k * rows, 0.0f);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t j = 0; j < kn; j++) {
+            want[r * k + (j / n) * m + pos[r * kn + j]] = kept[r * kn + j];
+        }
+    }
+    int64_t differ = 0;
+    for (int64_t i = 0; i < k * rows; i++) {
+        differ += want[i] != got[i];
+    }
+    CHECK(differ == 0, "nm_expand %s %d:%d k=%lld rows=%lld t=%d: %lld values differ from the kept values at their positions",
+          ggml_type_name(type), n, m, (long long) k, (long long) rows, threads, (long long) differ);
     ggml_free(ctx);
 }
 
@@ -435,6 +474,20 @@ int main(int argc, char ** argv) {
             }
         }
     }
+    // expansion (prompts of packed-only files): every expandable type, patterns where n divides m
+    // and 32, odd row counts, 1-4 threads
+    const int expand_patterns[][2] = { {2, 4}, {4, 8}, {1, 4}, {8, 16}, {1, 2} };
+    for (ggml_type type : { GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0 }) {
+        for (const auto & nm : expand_patterns) {
+            for (int threads = 1; threads <= 4; threads++) {
+                test_nm_expand(type, 3 * 32 * nm[1] / nm[0], 37, nm[0], nm[1], threads, rng);
+                cases++;
+            }
+        }
+    }
+    CHECK(ggml_sparse_nm_expandable(GGML_TYPE_F16, 3, 7), "F16 expands at any N:M");
+    CHECK(!ggml_sparse_nm_expandable(GGML_TYPE_Q8_0, 3, 6), "Q8_0 at 3:6: 32 kept values span a group boundary");
+    CHECK(!ggml_sparse_nm_expandable(GGML_TYPE_Q4_1, 2, 4), "Q4_1 cannot hold an exact zero beside its values");
     CHECK(ggml_sparse_nm_index_row_size(4096, 2, 4) == 512, "2:4 index: 2 bits per kept value");
     CHECK(ggml_sparse_nm_index_row_size(4096, 4, 8) == 1024, "4:8 index: 4 bits per kept value");
     for (int threads = 1; threads <= 4; threads++) {

@@ -155,7 +155,9 @@ def _print_nm_summary(result, recipe, as_json: bool) -> int:
                "kept_score_mean": sum(kept) / max(len(kept), 1),
                "original_bytes": result.original_bytes, "file_bytes": result.written_bytes}
     return _print_summary(summary, as_json, f"{recipe.method} {recipe.nm} (shuffle {recipe.shuffle}), "
-                          f"{len(kept)} tensors pruned, {100 * summary['kept_score_mean']:.1f}% of the score kept")
+                          f"{len(kept)} tensors pruned, {100 * summary['kept_score_mean']:.1f}% of the score kept, "
+                          f"storage {recipe.storage}: file {100 * result.written_bytes / result.original_bytes:.1f}% "
+                          "of the original")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -443,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--nm-block", type=int, help="local block shuffle: channels per block (default 32)")
     g.add_argument("--nm-passes", type=int, help="local block shuffle: greedy passes per block (default 2)")
     g.add_argument("--nm-dense-blocks", help="blocks left dense, e.g. 0,-1 for the first and last")
-    g.add_argument("--nm-storage", help="masked+packed (default): the pruned weights zeroed in place, which prompts use, plus packed copies (kept values, positions, permutation) that decode reads; masked: the zeroed weights only")
+    g.add_argument("--nm-storage", help="packed (default; masked+packed with chess+esparse): each pruned weight only as its packed copy (kept values, positions, permutation), which decode reads and prompts expand to a dense weight: the file and memory shrink; masked+packed: also the pruned weights zeroed in place, which prompts use; masked: the zeroed weights only (any llama.cpp runs it)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                    help="PyTorch dtype for calibration (default float32)")
     p.add_argument("--outtype", default="f16", help="for a Hugging Face folder: convert_hf_to_gguf.py's "

@@ -234,7 +234,7 @@ def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, prog
             from ggufsparse.convert_nm import convert_nm
 
             pruned = Path(scratch) / "pruned.gguf"
-            convert_nm(source, reader, pruned, recipe.override(method="esparse"), calib_file, force=True,
+            convert_nm(source, reader, pruned, recipe.override(method="esparse", nm_storage=recipe.storage), calib_file, force=True,
                        progress=progress, dtype=dtype)
             source, reader = pruned, open_reader(pruned)
             calib_recipe = recipe.override(method="chess")

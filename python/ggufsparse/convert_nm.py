@@ -1,13 +1,16 @@
 """`ggufsparse convert --method magnitude|wanda|esparse`: N:M-prune a GGUF's projections.
 
 Glue only: nm_prune chooses the masks (calibrating layer by layer), nm_pack packs them, this
-writes the file. Each pruned weight is written in place of the original with its pruned weights
-zeroed (storage `masked`), as F16 when the original is quantized (a quantized block cannot hold
-exact zeros beside its kept values in every type, and F16 holds the dequantized kept values), in
-its own type otherwise. Storage `masked+packed` adds each weight's packed copy, which decode reads;
-then the zeroed weight holds the packed copy's values (after their requantisation), so prompts and
-decode multiply by the same weights, and a Q8_0 or Q4_0 weight without a channel shuffle stays in
-its type (nm_pack.expand_blocks).
+writes the file. Storage `packed` (the default) writes each pruned weight only as its packed copy,
+which decode reads and prompts expand to a dense weight at run time; the original tensor is left
+out, so the file shrinks. Its kept values are F16 where the runtime cannot expand their type at the
+pattern (nm_pack.runtime_expands). Storage `masked` writes each pruned weight in place of the
+original with its pruned weights zeroed, as F16 when the original is quantized (a quantized block
+cannot hold exact zeros beside its kept values in every type, and F16 holds the dequantized kept
+values), in its own type otherwise. Storage `masked+packed` writes both; then the zeroed weight
+holds the packed copy's values (after their requantisation), so prompts and decode multiply by the
+same weights, and a Q8_0 or Q4_0 weight without a channel shuffle stays in its type
+(nm_pack.expand_blocks).
 """
 
 from __future__ import annotations
@@ -65,20 +68,28 @@ def _zeroed_type(source):
     return source if source in (T.F32, T.F16, T.BF16) else T.F16
 
 
-def _tensors(reader, pruned: PruneResult, pattern: Pattern, storage: str) -> tuple[list[ExtraTensor], list[ExtraTensor]]:
-    """(zeroed weights replacing the originals, packed copies to add)."""
+@dataclass
+class _Written:
+    zeroed: list[ExtraTensor]  # replacing the originals
+    packed: list[ExtraTensor]  # added
+    dropped: set[str]  # originals left out (storage packed)
+
+
+def _tensors(reader, pruned: PruneResult, pattern: Pattern, storage: str) -> _Written:
     import gguf
 
     T = gguf.GGMLQuantizationType
     by_name = {t.name: t for t in reader.tensors}
-    zeroed, packed_copies = [], []
+    zeroed, packed_copies, dropped = [], [], set()
     for w in pruned.weights:
         # dequantized again rather than kept from pruning: one weight in memory at a time
         src = by_name[w.name]
         values = dequantize_rows(src.data, src.tensor_type).astype(np.float32) * w.mask
-        if storage == "masked+packed":
+        if storage in ("packed", "masked+packed"):
             packed = nm_pack.pack(values, w.mask, w.perm, pattern)
             qtype = nm_pack.packed_type(src.tensor_type, packed.kept.shape[1])
+            if storage == "packed" and not nm_pack.runtime_expands(qtype, pattern):
+                qtype = T.F16
             data = nm_pack.quantize_kept(packed.kept, qtype)
             k = values.shape[1]
             names = layout.NM_TENSORS[w.name.split(".")[2]]
@@ -87,6 +98,9 @@ def _tensors(reader, pruned: PruneResult, pattern: Pattern, storage: str) -> tup
                               ExtraTensor(names.idx.name(block), packed.idx.view(np.int8), T.I8)]
             if packed.perm is not None:
                 packed_copies.append(ExtraTensor(names.perm.name(block), packed.perm, T.I32))
+            if storage == "packed":
+                dropped.add(w.name)
+                continue
             if nm_pack.expandable(qtype, packed.perm, pattern) and qtype == src.tensor_type:
                 # the original type, holding exactly the packed values: prompts keep its fast products
                 zeroed.append(ExtraTensor(w.name, nm_pack.expand_blocks(data, packed.idx, k, pattern, qtype), qtype))
@@ -94,7 +108,7 @@ def _tensors(reader, pruned: PruneResult, pattern: Pattern, storage: str) -> tup
             values = nm_pack.unpack(nm_pack.kept_as_stored(data, qtype), packed.idx, packed.perm, k, pattern)
         qtype = _zeroed_type(src.tensor_type)
         zeroed.append(ExtraTensor(w.name, gguf.quants.quantize(values, qtype), qtype))
-    return zeroed, packed_copies
+    return _Written(zeroed, packed_copies, dropped)
 
 
 def _keys(recipe: Recipe, pruned: PruneResult, calib) -> list[ExtraKey]:
@@ -111,7 +125,7 @@ def _keys(recipe: Recipe, pruned: PruneResult, calib) -> list[ExtraKey]:
         ExtraKey(layout.Keys.CALIB_SHA256, calib.sha256, V.STRING),
         ExtraKey(layout.Keys.CALIB_TOKENS, calib.n_tokens, V.UINT64),
         ExtraKey(layout.Keys.NM_PATTERN, recipe.nm, V.STRING),
-        ExtraKey(layout.Keys.NM_STORAGE, recipe.nm_storage, V.STRING),
+        ExtraKey(layout.Keys.NM_STORAGE, recipe.storage, V.STRING),
         ExtraKey(layout.Keys.NM_TENSORS, [w.name for w in pruned.weights], V.ARRAY, V.STRING),
         ExtraKey(layout.Keys.NM_KEPT_SCORE, [w.kept_score for w in pruned.weights], V.ARRAY, V.FLOAT32),
     ]
@@ -139,8 +153,8 @@ def convert_nm(source: Path, reader, out: Path, recipe: Recipe, calib_file: Path
         total = (tm.n_layers + with_stats) * len(calib.windows)
         with tqdm(total=total, desc="pruning", unit="win", disable=not progress) as bar:
             pruned = prune(tm, calib.windows, plan, calibrate.Progress(bar.update))
-    zeroed, packed = _tensors(reader, pruned, plan.pattern, recipe.nm_storage)
-    write_with_extras(source, out, _keys(recipe, pruned, calib), packed, force=force, progress=progress,
-                      replace=zeroed)
+    written = _tensors(reader, pruned, plan.pattern, recipe.storage)
+    write_with_extras(source, out, _keys(recipe, pruned, calib), written.packed, force=force, progress=progress,
+                      replace=written.zeroed, drop=written.dropped)
     original = sum(int(t.n_bytes) for t in reader.tensors)
     return NMConvertResult(out, pruned, calib.n_tokens, original, Path(out).stat().st_size)

@@ -95,9 +95,10 @@ def temp_beside(dst: Path) -> Path:
 
 def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[ExtraTensor],
                       *, force: bool = False, progress: bool = True,
-                      replace: list[ExtraTensor] | None = None) -> None:
+                      replace: list[ExtraTensor] | None = None, drop: set[str] | None = None) -> None:
     """Write dst = src + keys + tensors, through a temporary file renamed into place; each tensor
-    of `replace` takes the place (and the position) of the original tensor of its name."""
+    of `replace` takes the place (and the position) of the original tensor of its name, and the
+    tensors named in `drop` are left out."""
     import gguf
     from tqdm import tqdm
 
@@ -112,12 +113,13 @@ def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[
     if clash:
         raise UserError(f"{src}: already has tensor '{clash[0]}'; convert the original file instead")
     replaced = {t.name: t for t in replace or []}
-    missing = sorted(set(replaced) - existing)
+    drop = drop or set()
+    missing = sorted((set(replaced) | drop) - existing)
     if missing:
-        raise ValueError(f"no tensor {missing[0]} to replace in {src}")
+        raise ValueError(f"no tensor {missing[0]} to replace or drop in {src}")
     # (name, array, ggml type) in file order
     parts = [(t.name, t.data, t.tensor_type) if t.name not in replaced else
-             (t.name, replaced[t.name].data, replaced[t.name].ggml_type) for t in reader.tensors]
+             (t.name, replaced[t.name].data, replaced[t.name].ggml_type) for t in reader.tensors if t.name not in drop]
     parts += [(t.name, t.data, t.ggml_type) for t in tensors]
 
     try:

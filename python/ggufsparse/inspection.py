@@ -98,6 +98,8 @@ def _nm_lines(nm: dict) -> list[str]:
     lines = [(f"  N:M {nm['pattern']}, storage {nm['storage']}: {len(nm['tensors'])} tensors pruned; "
              "score kept, mean per kind:")]
     lines += [f"    blk.*.{kind:24s} {len(v):3d}  {sum(v) / len(v):.3f}" for kind, v in kinds.items()]
+    if nm["storage"] == "packed":
+        lines.append("    stored packed only: the pruned weights have no dense tensor (original tensors below exclude them)")
     return lines
 
 

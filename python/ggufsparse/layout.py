@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 # Bumped when the runtime must change to read a file; the runtime refuses newer versions.
 # 3: thresholds on the inputs of every projection (TEAL); 4: ggufsparse.activation; 5: N:M packed copies
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 
 
 class Keys:
@@ -42,7 +42,7 @@ class Keys:
     ALLOC_ATTN_OUT_LEVEL = "ggufsparse.allocation.attn_output_level"
     # N:M weight pruning (methods magnitude, wanda, esparse)
     NM_PATTERN = "ggufsparse.nm.pattern"  # str "N:M"
-    NM_STORAGE = "ggufsparse.nm.storage"  # str: masked, or masked+packed (with the N:M packed copies)
+    NM_STORAGE = "ggufsparse.nm.storage"  # str: packed (no dense pruned weights), masked+packed, or masked
     NM_TENSORS = "ggufsparse.nm.tensors"  # [str]: the pruned tensors
     NM_KEPT_SCORE = "ggufsparse.nm.kept_score"  # [f32] per pruned tensor: fraction of its score kept
     # TEAL (thresholds on projection inputs); per-site levels are the calibration.*_sparsity arrays

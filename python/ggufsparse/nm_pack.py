@@ -107,11 +107,23 @@ def quantize_kept(kept: np.ndarray, qtype) -> np.ndarray:
     return ggml_quant.quantize(kept, qtype)
 
 
+def blocks_expand(qtype, pattern: Pattern) -> bool:
+    """Whether kept values of qtype become dense blocks of the same type exactly: Q8_0 and Q4_0
+    where N divides M and 32 (every 32 kept values then come from exactly M/N dense blocks, which
+    take their scale). The runtime's ggml_nm_expand follows the same rule for packed-only files."""
+    return T(qtype) in (T.Q8_0, T.Q4_0) and pattern.m % pattern.n == 0 and 32 % pattern.n == 0
+
+
+def runtime_expands(qtype, pattern: Pattern) -> bool:
+    """Whether the runtime can expand kept values of qtype to a dense weight for prompts (files
+    stored packed only): F32, F16 and BF16 always, Q8_0 and Q4_0 as `blocks_expand`."""
+    return T(qtype) in (T.F32, T.F16, T.BF16) or blocks_expand(qtype, pattern)
+
+
 def expandable(qtype, perm: np.ndarray | None, pattern: Pattern) -> bool:
-    """Whether `expand_blocks` can write the zeroed weight in the kept values' own blocks: Q8_0 and
-    Q4_0 without a permutation, where N divides M (each 32-input block then lies inside one block
-    of 32 kept values and can take its scale)."""
-    return T(qtype) in (T.Q8_0, T.Q4_0) and perm is None and pattern.m % pattern.n == 0
+    """Whether `expand_blocks` can write the zeroed weight (original input order) in the kept
+    values' own blocks: `blocks_expand` without a permutation."""
+    return perm is None and blocks_expand(qtype, pattern)
 
 
 def expand_blocks(data: np.ndarray, idx: np.ndarray, k: int, pattern: Pattern, qtype) -> np.ndarray:

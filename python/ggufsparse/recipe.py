@@ -27,7 +27,7 @@ from ggufsparse.paths import RECIPES_DIR
 
 ALLOCATIONS = ("none", "kl")  # per-layer levels: the same everywhere, or chosen by end-to-end KL
 # N:M storage: pruned weights zeroed in place; and the packed copies that decode reads (docs/esparse.md)
-NM_STORAGES = ("masked", "masked+packed")
+NM_STORAGES = ("packed", "masked+packed", "masked")
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,9 @@ class Recipe:
     nm_block: int = 32  # esparse local block shuffle: channels per block
     nm_passes: int = 2  # esparse local block shuffle: greedy passes per block
     nm_dense_blocks: tuple[int, ...] = ()  # blocks left dense (negative counts from the end)
-    nm_storage: str = "masked+packed"  # masked | masked+packed (adds the packed copies decode reads)
+    # packed | masked+packed | masked; None: packed, or masked+packed for chess+esparse (whose
+    # thresholds need the dense weights)
+    nm_storage: str | None = None
 
     @property
     def is_nm(self) -> bool:
@@ -77,6 +79,12 @@ class Recipe:
             return self.nm_shuffle
         return "global+local" if self.method in ("esparse", *NM_COMBINED_METHODS) else "none"
 
+    @property
+    def storage(self) -> str:
+        if self.nm_storage is not None:
+            return self.nm_storage
+        return "masked+packed" if self.method in NM_COMBINED_METHODS else "packed"
+
     def validate(self) -> Recipe:
         known = FFN_METHODS + TEAL_METHODS + NM_METHODS + NM_COMBINED_METHODS + ACTIVATION_METHODS
         if self.method not in known:
@@ -95,8 +103,11 @@ class Recipe:
             parse_pattern(self.nm)
         if self.is_nm and self.attn_sparsity is not None:
             raise UserError(f"--attn-sparsity: not used by --method {self.method} (N:M weight pruning)")
-        if self.nm_storage not in NM_STORAGES:
-            raise UserError(f"--nm-storage {self.nm_storage}: choose one of {', '.join(NM_STORAGES)}")
+        if self.storage not in NM_STORAGES:
+            raise UserError(f"--nm-storage {self.storage}: choose one of {', '.join(NM_STORAGES)}")
+        if self.storage == "packed" and self.method in NM_COMBINED_METHODS:
+            raise UserError(f"--nm-storage packed: not with --method {self.method}, whose activation thresholds "
+                            "need the dense weights (use masked+packed)")
         if self.shuffle not in SHUFFLES:
             raise UserError(f"--nm-shuffle {self.shuffle}: choose one of {', '.join(SHUFFLES)}")
         if self.shuffle != "none" and self.method == "magnitude":
@@ -140,6 +151,7 @@ class Recipe:
                 fields_ = {k: v for k, v in fields_.items() if not k.startswith("teal")}
         if self.prunes_nm:
             fields_["nm_shuffle"] = self.shuffle
+            fields_["nm_storage"] = self.storage
             fields_["nm_dense_blocks"] = list(self.nm_dense_blocks)
         return json.dumps(fields_, sort_keys=True)
 
