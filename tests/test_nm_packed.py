@@ -291,3 +291,18 @@ def test_converter_and_runtime_agree_on_which_kept_values_expand():
                 seen.add(expands)
     assert seen == {True, False}
     assert not nm_pack.blocks_expand(T.Q8_0, Pattern(3, 6))  # 32 kept values would span two groups' blocks
+
+
+@pytest.mark.runtime
+@pytest.mark.parametrize("bad", ["out of range", "repeated"])
+def test_a_permutation_that_is_not_one_is_refused_at_load(f16_shuffled, bad, tmp_path):
+    # prompts of a packed-only file gather inputs by the permutation; the loader checks it first
+    from ggufsparse import llm
+
+    path = tmp_path / "bad-perm.gguf"
+    shutil.copy(f16_shuffled, path)
+    perm = next(t for t in gguf.GGUFReader(path, "r+").tensors if t.name.endswith("_nm_perm"))
+    perm.data[0] = 10**6 if bad == "out of range" else perm.data[1]
+    with pytest.raises(llm.ModelLoadError) as err:
+        llm.load(path, n_ctx=64)
+    assert perm.name in str(err.value) and "not a permutation" in str(err.value)
