@@ -275,19 +275,14 @@ def test_chess_on_esparse_refuses_packed_only_storage():
 @pytest.mark.runtime
 def test_converter_and_runtime_agree_on_which_kept_values_expand():
     # the converter writes F16 kept values where the runtime's ggml_nm_expand could not expand them
-    import ctypes
-
     from ggufsparse import ggml_quant
 
-    lib = ggml_quant._library()
-    lib.ggml_sparse_nm_expandable.restype = ctypes.c_bool
-    lib.ggml_sparse_nm_expandable.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     seen = set()
     for qtype in (T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q4_K):
         for m in range(2, 17):
             for n in range(1, m):
                 expands = nm_pack.runtime_expands(qtype, Pattern(n, m))
-                assert bool(lib.ggml_sparse_nm_expandable(int(qtype), n, m)) == expands, (qtype.name, n, m)
+                assert ggml_quant.nm_expandable(qtype, n, m) == expands, (qtype.name, n, m)
                 seen.add(expands)
     assert seen == {True, False}
     assert not nm_pack.blocks_expand(T.Q8_0, Pattern(3, 6))  # 32 kept values would span two groups' blocks

@@ -38,7 +38,14 @@ def _library() -> ctypes.CDLL:
     lib.ggml_sparse_pack_transposed.restype = ctypes.c_size_t
     lib.ggml_sparse_pack_transposed.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                                                 ctypes.c_void_p]
+    lib.ggml_sparse_nm_expandable.restype = ctypes.c_bool
+    lib.ggml_sparse_nm_expandable.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     return lib
+
+
+def nm_expandable(qtype, n: int, m: int) -> bool:
+    """Whether the runtime's ggml_nm_expand expands kept values of qtype at n:m."""
+    return bool(_library().ggml_sparse_nm_expandable(int(qtype), n, m))
 
 
 def requires_imatrix(qtype) -> bool:
