@@ -338,57 +338,152 @@ bool ggml_sparse_mul_mat_nm_supported(const struct ggml_tensor * op) {
 // Q8_0 / Q4_0: kept values keep their quants, and a dense block takes the scale of the packed
 // block its kept values come from (one block, as n divides m and 32), so the expansion is exact.
 
-static inline int64_t nm_column(const uint8_t * idx, int64_t j, int n, int m, int bits) {
-    const int64_t bit = j * bits;
-    const int pos = (idx[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
-    // a malformed index (4-bit positions past m) must not write outside its group
-    return (j / n) * m + (pos < m ? pos : m - 1);
-}
+// Positions are read group by group with a running bit offset (bits is 1, 2 or 4, so a position
+// never straddles a byte): no division per kept value, which dominated a per-value column formula.
+// A malformed index (4-bit positions past m) must not write outside its group: clamp to m-1.
+#define NM_FOR_EACH_KEPT(k, n, m, bits, idx, ...)                                       \
+    do {                                                                                \
+        const int mask_ = (1 << (bits)) - 1;                                            \
+        int64_t bit_ = 0, j = 0;                                                        \
+        for (int64_t base = 0; base < (k); base += (m)) {                               \
+            for (int t_ = 0; t_ < (n); t_++, j++, bit_ += (bits)) {                     \
+                int pos_ = ((idx)[bit_ >> 3] >> (bit_ & 7)) & mask_;                    \
+                const int64_t c = base + (pos_ < (m) ? pos_ : (m) - 1);                 \
+                __VA_ARGS__;                                                            \
+            }                                                                           \
+        }                                                                               \
+    } while (0)
 
+#if defined(__SSSE3__)
+#include <immintrin.h>
+
+// 2:4: one index byte places 4 kept values (two groups) among 8 inputs. Source lane of input q, or
+// -1 for a pruned one; where a malformed byte repeats a position, the later kept value wins.
+#define NM_SRC_G(c, q, o)   ((((c) >> 2) & 3) == (q) ? (o) + 1 : (((c) & 3) == (q) ? (o) : -1))
+#define NM_SRC(b, q)        ((q) < 4 ? NM_SRC_G((b), (q), 0) : NM_SRC_G((b) >> 4, (q) - 4, 2))
+#define NM_B8(b, q)         (NM_SRC(b, q) < 0 ? 0x80 : NM_SRC(b, q))
+#define NM_B16(b, q, h)     (NM_SRC(b, q) < 0 ? 0x80 : 2*NM_SRC(b, q) + (h))
+
+// byte shuffles (pshufb masks; 0x80 zeroes a lane) for 1-byte values (Q8_0 quants, Q4_0 nibbles)
+#define NM_S8(b)   { NM_B8(b,0), NM_B8(b,1), NM_B8(b,2), NM_B8(b,3), NM_B8(b,4), NM_B8(b,5), NM_B8(b,6), NM_B8(b,7) }
+#define NM_S8x4(b)  NM_S8(b), NM_S8((b) + 1), NM_S8((b) + 2), NM_S8((b) + 3)
+#define NM_S8x16(b) NM_S8x4(b), NM_S8x4((b) + 4), NM_S8x4((b) + 8), NM_S8x4((b) + 12)
+#define NM_S8x64(b) NM_S8x16(b), NM_S8x16((b) + 16), NM_S8x16((b) + 32), NM_S8x16((b) + 48)
+static const uint8_t NM_SHUF8_2_4[256][8] __attribute__((aligned(16))) = {
+    NM_S8x64(0), NM_S8x64(64), NM_S8x64(128), NM_S8x64(192)
+};
+
+// and for 2-byte values (F16, BF16)
+#define NM_S16(b)   { NM_B16(b,0,0), NM_B16(b,0,1), NM_B16(b,1,0), NM_B16(b,1,1), NM_B16(b,2,0), NM_B16(b,2,1), \
+                      NM_B16(b,3,0), NM_B16(b,3,1), NM_B16(b,4,0), NM_B16(b,4,1), NM_B16(b,5,0), NM_B16(b,5,1), \
+                      NM_B16(b,6,0), NM_B16(b,6,1), NM_B16(b,7,0), NM_B16(b,7,1) }
+#define NM_S16x4(b)  NM_S16(b), NM_S16((b) + 1), NM_S16((b) + 2), NM_S16((b) + 3)
+#define NM_S16x16(b) NM_S16x4(b), NM_S16x4((b) + 4), NM_S16x4((b) + 8), NM_S16x4((b) + 12)
+#define NM_S16x64(b) NM_S16x16(b), NM_S16x16((b) + 16), NM_S16x16((b) + 32), NM_S16x16((b) + 48)
+static const uint8_t NM_SHUF16_2_4[256][16] __attribute__((aligned(16))) = {
+    NM_S16x64(0), NM_S16x64(64), NM_S16x64(128), NM_S16x64(192)
+};
+
+// the shuffle that places 16 one-byte kept values (4 index bytes) among the 32 inputs of a block
+static inline void nm_masks_2_4(const uint8_t * ib, __m128i * lo, __m128i * hi) {
+    uint64_t s[4];
+    memcpy(&s[0], NM_SHUF8_2_4[ib[0]], 8);
+    memcpy(&s[1], NM_SHUF8_2_4[ib[1]], 8);
+    memcpy(&s[2], NM_SHUF8_2_4[ib[2]], 8);
+    memcpy(&s[3], NM_SHUF8_2_4[ib[3]], 8);
+    // index byte i takes kept values 4i..4i+3; adding 4i to a 0x80 lane keeps its top bit
+    *lo = _mm_set_epi64x((long long) (s[1] + 0x0404040404040404ull), (long long) s[0]);
+    *hi = _mm_set_epi64x((long long) (s[3] + 0x0c0c0c0c0c0c0c0cull), (long long) (s[2] + 0x0808080808080808ull));
+}
+#define NM_EXPAND_2_4 1
+#endif
+
+// expanded rows are written whole (pruned inputs as zeros), once, from the packed row
 static void nm_expand_row_float(size_t size, const char * v, const uint8_t * idx, char * d, int64_t k, int64_t kn,
                                 int n, int m, int bits) {
-    memset(d, 0, (size_t) k * size);
+    int64_t c0 = 0;  // inputs before c0 are written
+#ifdef NM_EXPAND_2_4
+    if (size == 2 && n == 2 && m == 4) {
+        for (; c0 + 8 <= k; c0 += 8) {
+            const __m128i in = _mm_loadl_epi64((const __m128i *) (v + c0));  // kept values c0/2 ..
+            const __m128i sh = _mm_load_si128((const __m128i *) NM_SHUF16_2_4[idx[c0 / 8]]);
+            _mm_storeu_si128((__m128i *) (d + 2*c0), _mm_shuffle_epi8(in, sh));
+        }
+        if (c0 == k) {
+            return;
+        }
+    }
+#endif
+    (void) kn;
+    memset(d + c0*size, 0, (size_t) (k - c0) * size);
     if (size == 4) {
-        for (int64_t j = 0; j < kn; j++) {
-            ((uint32_t *) d)[nm_column(idx, j, n, m, bits)] = ((const uint32_t *) v)[j];
-        }
+        NM_FOR_EACH_KEPT(k, n, m, bits, idx, if (c >= c0) ((uint32_t *) d)[c] = ((const uint32_t *) v)[j]);
     } else {
-        for (int64_t j = 0; j < kn; j++) {
-            ((uint16_t *) d)[nm_column(idx, j, n, m, bits)] = ((const uint16_t *) v)[j];
-        }
+        NM_FOR_EACH_KEPT(k, n, m, bits, idx, if (c >= c0) ((uint16_t *) d)[c] = ((const uint16_t *) v)[j]);
     }
 }
 
+// Q8_0 / Q4_0: n divides m and 32 (ggml_sparse_nm_expandable), so dense block b draws all its kept
+// values from packed block (b*n)/m and takes that block's scale
 static void nm_expand_row_q8_0(const block_q8_0 * v, const uint8_t * idx, block_q8_0 * d, int64_t k, int64_t kn,
                                int n, int m, int bits) {
+    (void) kn;
+#ifdef NM_EXPAND_2_4
+    if (n == 2 && m == 4) {
+        for (int64_t b = 0; b < k / QK8_0; b++) {
+            __m128i lo, hi;
+            nm_masks_2_4(idx + 4*b, &lo, &hi);
+            const __m128i in = _mm_loadu_si128((const __m128i *) (v[b/2].qs + 16*(b % 2)));
+            d[b].d = v[b/2].d;
+            _mm_storeu_si128((__m128i *) d[b].qs,        _mm_shuffle_epi8(in, lo));
+            _mm_storeu_si128((__m128i *) (d[b].qs + 16), _mm_shuffle_epi8(in, hi));
+        }
+        return;
+    }
+#endif
     for (int64_t b = 0; b < k / QK8_0; b++) {
         d[b].d = v[(b * n) / m].d;
         memset(d[b].qs, 0, sizeof(d[b].qs));
     }
-    for (int64_t j = 0; j < kn; j++) {
-        const int64_t c = nm_column(idx, j, n, m, bits);
-        d[c / QK8_0].qs[c % QK8_0] = v[j / QK8_0].qs[j % QK8_0];
-    }
+    NM_FOR_EACH_KEPT(k, n, m, bits, idx, d[c / QK8_0].qs[c % QK8_0] = v[j / QK8_0].qs[j % QK8_0]);
 }
 
 // Q4_0 keeps element i of a block in the low nibble of qs[i] (i < 16) or the high nibble of
 // qs[i - 16], offset by 8: a zero is the nibble 8
 static void nm_expand_row_q4_0(const block_q4_0 * v, const uint8_t * idx, block_q4_0 * d, int64_t k, int64_t kn,
                                int n, int m, int bits) {
+    (void) kn;
     const int half = QK4_0 / 2;
+#ifdef NM_EXPAND_2_4
+    if (n == 2 && m == 4) {
+        const __m128i low4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(0x08);
+        for (int64_t b = 0; b < k / QK4_0; b++) {
+            __m128i lo, hi;
+            nm_masks_2_4(idx + 4*b, &lo, &hi);
+            // kept values 16*(b%2).. of the packed block, one per byte; xor 8 makes a zero the 0 a
+            // shuffle writes to pruned inputs
+            const __m128i q  = _mm_loadu_si128((const __m128i *) v[b/2].qs);
+            const __m128i in = _mm_xor_si128(_mm_and_si128(b % 2 ? _mm_srli_epi16(q, 4) : q, low4), eight);
+            const __m128i e0 = _mm_xor_si128(_mm_shuffle_epi8(in, lo), eight);  // elements 0..15
+            const __m128i e1 = _mm_xor_si128(_mm_shuffle_epi8(in, hi), eight);  // elements 16..31
+            d[b].d = v[b/2].d;
+            _mm_storeu_si128((__m128i *) d[b].qs, _mm_or_si128(e0, _mm_slli_epi16(e1, 4)));
+        }
+        return;
+    }
+#endif
     for (int64_t b = 0; b < k / QK4_0; b++) {
         d[b].d = v[(b * n) / m].d;
         memset(d[b].qs, 0x88, sizeof(d[b].qs));
     }
-    for (int64_t j = 0; j < kn; j++) {
+    NM_FOR_EACH_KEPT(k, n, m, bits, idx, {
         const int jj = (int) (j % QK4_0);
         const uint8_t src = v[j / QK4_0].qs[jj % half];
         const uint8_t q = jj < half ? (src & 0x0F) : (src >> 4);
-        const int64_t c = nm_column(idx, j, n, m, bits);
         const int cc = (int) (c % QK4_0);
         uint8_t * dst = &d[c / QK4_0].qs[cc % half];
         *dst = cc < half ? (uint8_t) ((*dst & 0xF0) | q) : (uint8_t) ((*dst & 0x0F) | (q << 4));
-    }
+    });
 }
 
 void ggml_compute_forward_nm_expand(const struct ggml_compute_params * params, struct ggml_tensor * dst) {

@@ -479,9 +479,13 @@ int main(int argc, char ** argv) {
     const int expand_patterns[][2] = { {2, 4}, {4, 8}, {1, 4}, {8, 16}, {1, 2} };
     for (ggml_type type : { GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0 }) {
         for (const auto & nm : expand_patterns) {
-            for (int threads = 1; threads <= 4; threads++) {
-                test_nm_expand(type, 3 * 32 * nm[1] / nm[0], 37, nm[0], nm[1], threads, rng);
-                cases++;
+            // unquantized types also get one more group: a tail after the 2:4 fast path's 8-input spans
+            const int64_t k = 3 * 32 * nm[1] / nm[0];
+            for (int64_t kk : { k, ggml_is_quantized(type) ? k : k + nm[1] }) {
+                for (int threads = 1; threads <= 4; threads++) {
+                    test_nm_expand(type, kk, 37, nm[0], nm[1], threads, rng);
+                    cases++;
+                }
             }
         }
     }
