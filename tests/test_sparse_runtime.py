@@ -11,7 +11,7 @@ from pathlib import Path
 import logits_of
 import numpy as np
 import pytest
-from ggufsparse import reference, torch_model
+from ggufsparse import perplexity, reference, torch_model
 from ggufsparse.paths import shared_data_dir
 from ggufsparse.tokenizer import gguf_tokenizer
 
@@ -196,13 +196,11 @@ def float_smollm2_chess(float_smollm2_hf, tmp_path_factory) -> Path:
 
 def _quality(logits: np.ndarray, dense: np.ndarray, windows: np.ndarray) -> tuple[float, float, float]:
     """Perplexity of the next tokens, mean KL from `dense`, top-1 agreement with `dense`."""
-    import torch
-
-    lp = torch.log_softmax(torch.from_numpy(logits[:, :-1]).double(), -1)
-    ld = torch.log_softmax(torch.from_numpy(dense[:, :-1]).double(), -1)
-    nll = -lp.gather(-1, torch.from_numpy(windows[:, 1:])[..., None]).mean()
-    kl = (ld.exp() * (ld - lp)).sum(-1).mean()
-    return float(nll.exp()), float(kl), float((lp.argmax(-1) == ld.argmax(-1)).double().mean())
+    scores = perplexity.Scores()
+    for w in range(len(windows)):
+        scores.add(logits[w, :-1], windows[w, 1:], dense[w, :-1])
+    r = scores.result()
+    return r["ppl"], r["kl_mean"], r["top1_agreement"]
 
 
 def test_runtime_computes_the_references_sparse_model_with_calibrated_thresholds(float_smollm2_chess, wiki_windows,

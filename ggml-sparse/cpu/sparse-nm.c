@@ -399,7 +399,7 @@ static inline void nm_masks_2_4(const uint8_t * ib, __m128i * lo, __m128i * hi) 
 #endif
 
 // expanded rows are written whole (pruned inputs as zeros), once, from the packed row
-static void nm_expand_row_float(size_t size, const char * v, const uint8_t * idx, char * d, int64_t k, int64_t kn,
+static void nm_expand_row_float(size_t size, const char * v, const uint8_t * idx, char * d, int64_t k,
                                 int n, int m, int bits) {
     int64_t c0 = 0;  // inputs before c0 are written
 #ifdef NM_EXPAND_2_4
@@ -414,7 +414,6 @@ static void nm_expand_row_float(size_t size, const char * v, const uint8_t * idx
         }
     }
 #endif
-    (void) kn;
     memset(d + c0*size, 0, (size_t) (k - c0) * size);
     if (size == 4) {
         NM_FOR_EACH_KEPT(k, n, m, bits, idx, if (c >= c0) ((uint32_t *) d)[c] = ((const uint32_t *) v)[j]);
@@ -425,9 +424,8 @@ static void nm_expand_row_float(size_t size, const char * v, const uint8_t * idx
 
 // Q8_0 / Q4_0: n divides m and 32 (ggml_sparse_nm_expandable), so dense block b draws all its kept
 // values from packed block (b*n)/m and takes that block's scale
-static void nm_expand_row_q8_0(const block_q8_0 * v, const uint8_t * idx, block_q8_0 * d, int64_t k, int64_t kn,
+static void nm_expand_row_q8_0(const block_q8_0 * v, const uint8_t * idx, block_q8_0 * d, int64_t k,
                                int n, int m, int bits) {
-    (void) kn;
 #ifdef NM_EXPAND_2_4
     if (n == 2 && m == 4) {
         for (int64_t b = 0; b < k / QK8_0; b++) {
@@ -450,9 +448,8 @@ static void nm_expand_row_q8_0(const block_q8_0 * v, const uint8_t * idx, block_
 
 // Q4_0 keeps element i of a block in the low nibble of qs[i] (i < 16) or the high nibble of
 // qs[i - 16], offset by 8: a zero is the nibble 8
-static void nm_expand_row_q4_0(const block_q4_0 * v, const uint8_t * idx, block_q4_0 * d, int64_t k, int64_t kn,
+static void nm_expand_row_q4_0(const block_q4_0 * v, const uint8_t * idx, block_q4_0 * d, int64_t k,
                                int n, int m, int bits) {
-    (void) kn;
     const int half = QK4_0 / 2;
 #ifdef NM_EXPAND_2_4
     if (n == 2 && m == 4) {
@@ -493,7 +490,6 @@ void ggml_compute_forward_nm_expand(const struct ggml_compute_params * params, s
     const int m = ggml_get_op_params_i32(dst, 1);
     const int bits = ggml_sparse_nm_index_bits(m);
     const int64_t k    = dst->ne[0];
-    const int64_t kn   = vals->ne[0];
     const int64_t rows = vals->ne[1];
 
     const int64_t r0 = (rows * params->ith) / params->nth;
@@ -504,13 +500,13 @@ void ggml_compute_forward_nm_expand(const struct ggml_compute_params * params, s
         char          * d  = (char *) dst->data + r*dst->nb[1];
         switch (vals->type) {
             case GGML_TYPE_Q8_0:
-                nm_expand_row_q8_0((const block_q8_0 *) v, ir, (block_q8_0 *) d, k, kn, n, m, bits);
+                nm_expand_row_q8_0((const block_q8_0 *) v, ir, (block_q8_0 *) d, k, n, m, bits);
                 break;
             case GGML_TYPE_Q4_0:
-                nm_expand_row_q4_0((const block_q4_0 *) v, ir, (block_q4_0 *) d, k, kn, n, m, bits);
+                nm_expand_row_q4_0((const block_q4_0 *) v, ir, (block_q4_0 *) d, k, n, m, bits);
                 break;
             default:
-                nm_expand_row_float(ggml_type_size(vals->type), v, ir, d, k, kn, n, m, bits);
+                nm_expand_row_float(ggml_type_size(vals->type), v, ir, d, k, n, m, bits);
                 break;
         }
     }
