@@ -275,6 +275,22 @@ def test_bench_alternates_both_models_and_reports_the_ratio_of_medians(default_m
         assert len(r["dense_runs"]) == len(r["sparse_runs"]) == 3
         assert r["dense_tps"] == float(np.median(r["dense_runs"])) > 0
         assert r["ratio"] == pytest.approx(float(np.median(r["sparse_runs"])) / r["dense_tps"])
+    # the runtime's own counters over the runs: nothing skipped in the dense file, about half in the sparse one
+    assert rep["sparsity"]["dense"] is None
+    assert set(rep["sparsity"]["sparse"]) == {"ffn", "attn_q", "attn_output"}
+    assert all(0.3 < v < 0.7 for v in rep["sparsity"]["sparse"].values())
+
+
+def test_bench_of_one_file_runs_its_dense_path_against_its_sparse_path(chess_file):
+    proc = subprocess.run(["ggufsparse", "bench", str(chess_file), "-r", "2", "--tg", "8", "--pp", "0",
+                           "--json", "-q"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["dense"] == f"{chess_file} (GGUFSPARSE_DENSE=1)" and rep["sparse"] == str(chess_file)
+    assert set(rep["tests"]) == {"tg8"}
+    # same file on both sides; only the sparse side skips anything
+    assert rep["sparsity"]["dense"] is None
+    assert 0.3 < rep["sparsity"]["sparse"]["ffn"] < 0.7
 
 
 def test_bench_bad_input_is_one_line_and_exit_2(default_model, tmp_path):

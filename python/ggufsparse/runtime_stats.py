@@ -11,14 +11,21 @@ from pathlib import Path
 ENV = "GGUFSPARSE_STATS"
 
 
-def request_report() -> Path:
-    """Ask the runtime for its report in a new temporary file; call before the first model loads
-    (the runtime reads the variable once)."""
+def new_report_path() -> Path:
+    """A fresh temporary path for a report, not yet a file: the runtime writes it only if some
+    layer is sparse."""
     fd, name = tempfile.mkstemp(prefix="ggufsparse-stats-", suffix=".json")
     os.close(fd)
-    os.unlink(name)  # the runtime writes it only if some layer is sparse
-    os.environ[ENV] = name
+    os.unlink(name)
     return Path(name)
+
+
+def request_report() -> Path:
+    """Ask this process's runtime for its report; call before the first model loads (the runtime
+    reads the variable once)."""
+    path = new_report_path()
+    os.environ[ENV] = str(path)
+    return path
 
 
 def read_report(path: Path) -> dict | None:
