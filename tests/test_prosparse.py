@@ -18,7 +18,7 @@ from ggufsparse import activation, layout, reference, torch_model
 from ggufsparse.errors import UserError
 from ggufsparse.prosparse import export, schedule
 from ggufsparse.prosparse.recipe import FinetuneRecipe
-from ggufsparse.prosparse.train import evaluate, train, trainable
+from ggufsparse.prosparse.train import distilled_loss, evaluate, train, trainable
 
 
 def ggufsparse(*args: str) -> subprocess.CompletedProcess:
@@ -65,7 +65,8 @@ def test_recipe_stages_scale_the_papers_7b_schedule():
 
 
 @pytest.mark.parametrize("bad", [{"steps": 0}, {"lr": 0.0}, {"fatrelu": -0.1}, {"stages": ((0.1, 0.5), (0.2, 0.4))},
-                                 {"stages": ((0.1, 0.5),)}, {"stages": ((-1.0, 1.0),)}, {"method": "cats"}])
+                                 {"stages": ((0.1, 0.5),)}, {"stages": ((-1.0, 1.0),)}, {"method": "cats"},
+                                 {"distill": 1.5}, {"distill": -0.1}])
 def test_bad_recipes_are_user_errors(bad):
     with pytest.raises(UserError):
         FinetuneRecipe(**bad).validate()
@@ -148,6 +149,55 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path):
     for (n, a), (_, b) in zip(trainable(whole), trainable(resumed)):
         assert torch.equal(a, b), n
     assert [h.loss for h in r2.history] == [h.loss for h in r_whole.history]
+
+
+def kl_to(teacher, model, windows) -> float:
+    """Mean KL(teacher || model) of the next-token distributions over the windows."""
+    with torch.no_grad():
+        ids = torch.from_numpy(windows)
+        t, m = (torch.log_softmax(x(input_ids=ids).logits.double(), -1) for x in (teacher, model))
+    return float((t.exp() * (t - m)).sum(-1).mean())
+
+
+def test_distilled_loss_is_cross_entropy_plus_the_kl_to_the_teacher():
+    model, _ = tiny_model()
+    teacher, _ = tiny_model()
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ids = torch.from_numpy(tiny_windows(3))
+    with torch.no_grad():
+        logits, t_logits = model(input_ids=ids).logits, teacher(input_ids=ids).logits
+        ce = float(model(input_ids=ids, labels=ids).loss)  # transformers' own next-token loss
+        kl = kl_to(teacher, model, tiny_windows(3)[:, :-1])  # the positions that predict a next token
+    assert float(distilled_loss(logits, ids, t_logits, 0.0)) == pytest.approx(ce, rel=1e-5)
+    assert float(distilled_loss(logits, ids, t_logits, 1.0)) == pytest.approx(kl, rel=1e-4) and kl > 1e-3
+    assert float(distilled_loss(logits, ids, logits, 1.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distilled_loss(logits, ids, t_logits, 0.25)) == pytest.approx(0.75 * ce + 0.25 * kl, rel=1e-4)
+
+
+def test_distillation_pulls_the_relu_model_towards_the_original(tmp_path):
+    """Trained on the same random tokens, distillation ends nearer the original SiLU model than
+    cross-entropy does: the loss follows the teacher, not the text."""
+    data, held = tiny_windows(12), tiny_windows(4, seed=2)
+    # a teacher whose decoder (what training may change) is far from the student's start
+    teacher, _ = tiny_model()
+    with torch.no_grad():
+        for p in teacher.model.layers.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    teacher.eval()
+    after = {}
+    for distill in (0.0, 1.0):
+        model, layers = tiny_model()
+        train(model, layers, data, held, tiny_recipe(stages=((0.0, 1.0),), distill=distill, steps=24),
+              tmp_path / f"{distill}.ckpt", progress=False, log=lambda m: None, teacher=teacher)
+        after[distill] = kl_to(teacher, model, held)
+    model, layers = tiny_model()
+    activation.install(layers, activation.Activation("relu"))
+    before = kl_to(teacher, model, held)
+    print(f"held-out KL(SiLU original || ReLU model): untrained {before:.4f}, after cross-entropy {after[0.0]:.4f}, "
+          f"after distillation {after[1.0]:.4f}")
+    assert after[1.0] < 0.6 * before and after[1.0] < 0.6 * after[0.0]
 
 
 def test_a_checkpoint_from_other_settings_is_refused(tmp_path):

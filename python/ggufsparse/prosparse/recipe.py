@@ -30,6 +30,9 @@ class FinetuneRecipe:
     eval_windows: int = 8  # held-out windows of the training text, scored at each stage's end
     seed: int = 0
     data: str | None = None  # training text; None: the C4 sample
+    # weight of distillation from the original (SiLU) model in place of cross-entropy:
+    # loss = (1 - distill) * CE + distill * KL(original || trained) + lambda * L1. 0: the paper's loss
+    distill: float = 0.0
 
     def validate(self) -> FinetuneRecipe:
         if self.method != "prosparse":
@@ -46,6 +49,8 @@ class FinetuneRecipe:
             if not (math.isfinite(v) and v >= 0) or (name == "lr" and v == 0):
                 raise UserError(f"--{name.replace('_', '-')} {v}: must be a finite number" +
                                 (" above 0" if name == "lr" else " >= 0"))
+        if not (math.isfinite(self.distill) and 0 <= self.distill <= 1):
+            raise UserError(f"--distill {self.distill}: must be between 0 and 1")
         fracs = [f for _, f in self.stages]
         if any(not 0 < b <= 1 for b in fracs) or fracs != sorted(set(fracs)) or fracs[-1] != 1.0:
             raise UserError("stages: each ends at an increasing fraction of the run in (0, 1], the last at 1")
@@ -71,7 +76,7 @@ class FinetuneRecipe:
 
 _TYPES = {"method": str, "stages": list, "steps": int, "batch": int, "seq_len": int, "lr": (int, float),
           "warmup_steps": int, "weight_decay": (int, float), "grad_clip": (int, float), "fatrelu": (int, float),
-          "save_every": int, "eval_windows": int, "seed": int, "data": str}
+          "save_every": int, "eval_windows": int, "seed": int, "data": str, "distill": (int, float)}
 
 
 def load(name_or_file: str) -> tuple[FinetuneRecipe, str | None]:

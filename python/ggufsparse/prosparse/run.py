@@ -55,8 +55,13 @@ def finetune(source: Path, out: Path, recipe: FinetuneRecipe, *, checkpoint: Pat
     tm.load_all()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tm.model.to(device)
+    teacher = None
+    if recipe.distill > 0:
+        teacher_tm = GGUFTorchModel(source, "float32")
+        teacher_tm.load_all()
+        teacher = teacher_tm.model.to(device).eval()
     result = train(tm.model, tm.layers, text.train, text.held_out, recipe, checkpoint, restart=restart,
-                   stop_after=stop_after, progress=progress, log=log)
+                   stop_after=stop_after, progress=progress, log=log, teacher=teacher)
     act = Activation.with_threshold(recipe.fatrelu)
     if result.steps < recipe.steps:
         log(f"stopped at step {result.steps} of {recipe.steps}; run the same command again to continue")

@@ -149,7 +149,7 @@ def _load_checkpoint(path: Path, recipe: FinetuneRecipe) -> dict:
     if state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: checkpoint format {state.get('format')}; delete it or pass --restart")
     mine = recipe.training_fields()
-    theirs = state["recipe"]
+    theirs = {"distill": 0.0, **state["recipe"]}  # checkpoints from before --distill trained without it
     differ = sorted(k for k in mine if theirs.get(k) != mine[k])
     if differ:
         raise UserError(f"{path}: checkpoint made with other settings ({differ[0]} = {theirs.get(differ[0])!r}, "
@@ -157,13 +157,25 @@ def _load_checkpoint(path: Path, recipe: FinetuneRecipe) -> dict:
     return state
 
 
+def distilled_loss(logits, ids, teacher_logits, distill: float):
+    """(1 - distill) * next-token cross-entropy + distill * KL(teacher || model), means per token."""
+    import torch.nn.functional as F
+
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    ce = F.nll_loss(logp.flatten(0, 1), ids[:, 1:].flatten())
+    t_logp = F.log_softmax(teacher_logits[:, :-1].float(), dim=-1)
+    kl = F.kl_div(logp.flatten(0, 1), t_logp.flatten(0, 1), log_target=True, reduction="batchmean")
+    return (1 - distill) * ce + distill * kl
+
+
 def train(model, layers, train_windows: np.ndarray, eval_windows: np.ndarray, recipe: FinetuneRecipe,
           checkpoint: Path, *, restart: bool = False, stop_after: int | None = None,
-          progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
+          progress: bool = True, log: Callable[[str], None] = print, teacher=None) -> TrainResult:
     """Fine-tune `model` (a transformers causal LM whose `layers` have gated MLPs) in place.
 
     Resumes from `checkpoint` when it exists (unless restart). `stop_after`: run at most that many
-    steps in this call, then checkpoint and return (the rest on a later call)."""
+    steps in this call, then checkpoint and return (the rest on a later call). `teacher`: the
+    original model, whose next-token distribution the loss follows when recipe.distill > 0."""
     import torch
     from tqdm import tqdm
 
@@ -215,7 +227,12 @@ def train(model, layers, train_windows: np.ndarray, eval_windows: np.ndarray, re
                 g["lr"] = recipe.lr * min(1.0, (step + 1) / recipe.warmup_steps) if recipe.warmup_steps else recipe.lr
             ids = torch.from_numpy(np.asarray(batch_at(train_windows, recipe, step), dtype=np.int64)).to(device)
             tape.l1.clear(), tape.zeros.clear(), tape.below.clear()
-            ce = model(input_ids=ids, labels=ids).loss
+            if recipe.distill > 0:
+                with torch.no_grad():
+                    teacher_logits = teacher(input_ids=ids).logits
+                ce = distilled_loss(model(input_ids=ids).logits, ids, teacher_logits, recipe.distill)
+            else:
+                ce = model(input_ids=ids, labels=ids).loss
             reg = torch.stack(tape.l1).sum()
             loss = ce + lam * reg
             opt.zero_grad(set_to_none=True)
