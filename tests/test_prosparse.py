@@ -318,6 +318,20 @@ def test_runtime_runs_relu_and_fatrelu_as_the_reference(float_smollm2, float_smo
 
 
 @pytest.mark.model
+def test_finetune_cli_distils_records_it_and_refuses_to_resume_without_it(default_model, tmp_path):
+    out = tmp_path / "kd.gguf"
+    args = ["finetune", str(default_model), "-o", str(out), "--steps", "6", "--batch", "1", "--seq-len", "32",
+            "--eval-windows", "1", "-q", "--json"]
+    proc = ggufsparse(*args, "--distill", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    recipe = json.loads(gguf.GGUFReader(out).fields[layout.Keys.RECIPE].contents())
+    assert recipe["distill"] == 0.5
+    # its checkpoint was trained with distillation: another loss must not continue it
+    again = ggufsparse(*args[:3], str(tmp_path / "ce.gguf"), *args[4:], "--checkpoint", str(out) + ".ckpt")
+    assert again.returncode == 2 and "distill" in again.stderr and "Traceback" not in again.stderr
+
+
+@pytest.mark.model
 @pytest.mark.runtime
 def test_finetune_cli_trains_resumes_and_exports_in_the_source_types(default_model, tmp_path):
     out = tmp_path / "p.gguf"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -55,11 +56,8 @@ def finetune(source: Path, out: Path, recipe: FinetuneRecipe, *, checkpoint: Pat
     tm.load_all()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tm.model.to(device)
-    teacher = None
-    if recipe.distill > 0:
-        teacher_tm = GGUFTorchModel(source, "float32")
-        teacher_tm.load_all()
-        teacher = teacher_tm.model.to(device).eval()
+    # the original model, copied before training swaps its activation
+    teacher = copy.deepcopy(tm.model).eval() if recipe.distill > 0 else None
     result = train(tm.model, tm.layers, text.train, text.held_out, recipe, checkpoint, restart=restart,
                    stop_after=stop_after, progress=progress, log=log, teacher=teacher)
     act = Activation.with_threshold(recipe.fatrelu)

@@ -179,6 +179,8 @@ def train(model, layers, train_windows: np.ndarray, eval_windows: np.ndarray, re
     import torch
     from tqdm import tqdm
 
+    if recipe.distill > 0 and teacher is None:
+        raise ValueError("recipe.distill > 0 needs the original model as teacher")
     stages = recipe.schedule()
     stage_ends = {s.end for s in stages}
     torch.manual_seed(recipe.seed)
