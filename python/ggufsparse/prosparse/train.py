@@ -149,7 +149,8 @@ def _load_checkpoint(path: Path, recipe: FinetuneRecipe) -> dict:
     if state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: checkpoint format {state.get('format')}; delete it or pass --restart")
     mine = recipe.training_fields()
-    theirs = {"distill": 0.0, **state["recipe"]}  # checkpoints from before --distill trained without it
+    # a field added since the checkpoint was written trained at its default (e.g. distill 0)
+    theirs = {**FinetuneRecipe().training_fields(), **state["recipe"]}
     differ = sorted(k for k in mine if theirs.get(k) != mine[k])
     if differ:
         raise UserError(f"{path}: checkpoint made with other settings ({differ[0]} = {theirs.get(differ[0])!r}, "
