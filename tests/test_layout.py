@@ -11,7 +11,7 @@ from ggufsparse.paths import REPO_ROOT
 
 
 def _c_tensor_names(arch_cpp: str) -> set[str]:
-    return set(re.findall(r'\{\s*LLM_TENSOR_\w+,\s*"(blk\.%d\.[a-z_]+(?:_thr|_t|_nm|_nm_idx|_nm_perm))"\s*\}',
+    return set(re.findall(r'\{\s*LLM_TENSOR_\w+,\s*"(blk\.%d\.[a-z_]+(?:_thr|_t|_nm|_nm_idx|_nm_perm|_pred_a|_pred_b))"\s*\}',
                           arch_cpp))
 
 

@@ -123,6 +123,7 @@ void ggml_compute_forward_mul_mat_rows(const struct ggml_compute_params * params
 
     const int64_t r0 = (n * ith) / nth;
     const int64_t r1 = (n * (ith + 1)) / nth;
+    uint64_t skipped = 0;
     for (int64_t t = 0; t < m; t++) {
         const float * mk = (const float *) ((const char *) mask->data + t*mask->nb[1]);
         float       * y  = (float *) ((char *) dst->data + t*dst->nb[1]);
@@ -131,8 +132,13 @@ void ggml_compute_forward_mul_mat_rows(const struct ggml_compute_params * params
                 traits->vec_dot(k, y + r, 0, (const char *) w->data + r*w->nb[1], 0, xq + t*xq_row, 0, 1);
             } else {
                 y[r] = 0.0f;
+                skipped++;
             }
         }
+    }
+    // counted only where the node carries a stat slot (a predictor's gate rows)
+    if (ggml_sparse_stats_enabled()) {
+        ggml_sparse_stats_add(dst, skipped, (uint64_t) (r1 - r0) * m);
     }
 }
 

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from ggufsparse import __version__, cli_finetune
+from ggufsparse import __version__, cli_finetune, cli_predictor
 from ggufsparse.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -561,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sweep)
 
     cli_finetune.add_parser(sub)
+    cli_predictor.add_parser(sub)
 
     p = sub.add_parser("inspect", help="show a GGUF's sparsity data",
                        description="Method, recipe, calibration, per-layer sparsity measured on the "

@@ -61,6 +61,10 @@ def describe(path: Path) -> dict:
         "nm": None if value(layout.Keys.NM_PATTERN) is None else {
             "pattern": value(layout.Keys.NM_PATTERN), "storage": value(layout.Keys.NM_STORAGE),
             "tensors": value(layout.Keys.NM_TENSORS), "kept_score": value(layout.Keys.NM_KEPT_SCORE)},
+        "predictor": None if value(layout.Keys.PREDICTOR_KIND) is None else {
+            "kind": value(layout.Keys.PREDICTOR_KIND), "rank": value(layout.Keys.PREDICTOR_RANK),
+            "predicted": value(layout.Keys.PREDICTOR_PREDICTED), "recall": value(layout.Keys.PREDICTOR_RECALL),
+            "recall_target": value(layout.Keys.PREDICTOR_RECALL_TARGET), "file": value(layout.Keys.PREDICTOR_FILE)},
         "extra_tensors": extras,
         "original_bytes": original,
         "extra_bytes": extra_bytes,
@@ -103,6 +107,15 @@ def _nm_lines(nm: dict) -> list[str]:
     return lines
 
 
+def _predictor_line(p: dict) -> str:
+    on = sum(p["predicted"]) / len(p["predicted"])
+    if p["kind"] == "random":
+        return f"  predictors: random (synthetic), rank {p['rank']}, {on:.3f} of gate rows on"
+    recall = sum(p["recall"]) / len(p["recall"])
+    return (f"  predictors: rank {p['rank']}, trained on {p['file']}; held out: {on:.3f} of gate rows computed, "
+            f"recall {recall:.4f} (target {p['recall_target']:.3f})")
+
+
 def _mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB"
 
@@ -129,6 +142,8 @@ def format_report(d: dict) -> str:
         lines += _nm_lines(d["nm"])
     if d["allocation"]:
         lines += _allocation_lines(d["allocation"])
+    if d["predictor"]:
+        lines.append(_predictor_line(d["predictor"]))
     sp = dict(d["calibration_sparsity"])
     if d["teal"]:
         t = d["teal"]

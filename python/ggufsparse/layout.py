@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Bumped when the runtime must change to read a file; the runtime refuses newer versions.
-# 3: thresholds on the inputs of every projection (TEAL); 4: ggufsparse.activation; 5: N:M packed copies
-FORMAT_VERSION = 6
+# 3: thresholds on the inputs of every projection (TEAL); 4: ggufsparse.activation; 5: N:M packed copies;
+# 7: FFN activation predictors
+FORMAT_VERSION = 7
 
 
 class Keys:
@@ -56,6 +57,14 @@ class Keys:
     FINETUNE_TOKENS = "ggufsparse.finetune.tokens"  # u64: training tokens seen
     FINETUNE_FILE = "ggufsparse.finetune.file"  # str: the training text's file name
     FINETUNE_SHA256 = "ggufsparse.finetune.sha256"  # str
+    # FFN activation predictors (format 7): which gate rows decode computes
+    PREDICTOR_KIND = "ggufsparse.predictor.kind"  # str: trained, or random (synthetic models only)
+    PREDICTOR_RANK = "ggufsparse.predictor.rank"  # u32
+    PREDICTOR_RECALL_TARGET = "ggufsparse.predictor.recall_target"  # f32
+    PREDICTOR_RECALL = "ggufsparse.predictor.recall"  # [f32] per layer, on held-out calibration windows
+    PREDICTOR_PREDICTED = "ggufsparse.predictor.predicted"  # [f32] per layer: share of gate rows predicted on
+    PREDICTOR_FILE = "ggufsparse.predictor.file"  # str: the training text's file name
+    PREDICTOR_SHA256 = "ggufsparse.predictor.sha256"  # str
 
 
 def calib_sparsity_key(site: str) -> str:
@@ -109,6 +118,15 @@ FFN_UP_T = SparseTensor("ffn_up_t", "weight", "ffn_up.weight", True,
 FFN_DOWN_IN_THR = SparseTensor("ffn_down_in_thr", None, "ffn_down.weight", False,
                                "threshold on |h| at the input of ffn_down, f32 {1}")
 
+# FFN activation predictor (predictor.py): logit = pred_b . relu(pred_a . x); gate row i is computed
+# in decode where logit_i > pred_thr_i. Needs FFN_GATE_THR in the same layer.
+FFN_PRED_A = SparseTensor("ffn_pred_a", "weight", "ffn_gate.weight", False,
+                          "predictor, first layer: {n_embd, rank} (rank rows of n_embd)")
+FFN_PRED_B = SparseTensor("ffn_pred_b", "weight", "ffn_gate.weight", False,
+                          "predictor, second layer: {rank, n_ff}")
+FFN_PRED_THR = SparseTensor("ffn_pred_thr", None, "ffn_gate.weight", False,
+                            "per-channel cut-off on the predictor's logit, f32 {n_ff}")
+
 
 @dataclass(frozen=True)
 class NMTensors:
@@ -136,7 +154,7 @@ NM_TENSORS: dict[str, NMTensors] = {
 SPARSE_TENSORS: tuple[SparseTensor, ...] = (
     FFN_GATE_THR, FFN_DOWN_T, ATTN_Q_THR, ATTN_Q_T, ATTN_OUT_THR, ATTN_OUT_T,
     ATTN_K_THR, ATTN_K_T, ATTN_V_THR, ATTN_V_T, FFN_GATE_IN_THR, FFN_GATE_T, FFN_UP_IN_THR, FFN_UP_T,
-    FFN_DOWN_IN_THR,
+    FFN_DOWN_IN_THR, FFN_PRED_A, FFN_PRED_B, FFN_PRED_THR,
     *(t for nm in NM_TENSORS.values() for t in (nm.vals, nm.idx, nm.perm)),
 )
 
