@@ -163,3 +163,23 @@ def test_loader_refuses_an_incomplete_predictor_with_one_line(chess_ffn, tmp_pat
     write_with_extras(good, out, [], [], drop=drop, progress=False)
     del reader
     assert "needs all three" in _cli_load_error(out)
+
+
+@pytest.mark.runtime
+@pytest.mark.model
+def test_random_predictors_of_a_synthetic_model_turn_on_the_share_asked(tmp_path):
+    synth, zero, out = tmp_path / "s.gguf", tmp_path / "z.gguf", tmp_path / "p.gguf"
+    for args in (("synth", "--shape", "smollm2-135m", "--type", "q8_0", "--layers", "2", "-o", str(synth), "-q"),
+                 ("convert", str(synth), "-o", str(zero), "--sparsity", "0", *SMALL),
+                 ("predictor", str(zero), "-o", str(out), "--random", "0.3", "--rank", "64", "--pred-type", "q8_0",
+                  "-q")):
+        proc = run(*args)
+        assert proc.returncode == 0, proc.stderr
+    assert open_reader(out).fields[layout.Keys.PREDICTOR_KIND].contents() == "random"
+    stats = tmp_path / "stats.json"
+    logits_of.in_subprocess(out, tmp_path / "l.npy", n_batch=1, env={"GGUFSPARSE_STATS": str(stats)})
+    report = json.loads(stats.read_text())
+    print(f"random predictors at 0.3: gate rows skipped {report['ffn_gate']['fraction']:.3f}")
+    assert abs(report["ffn_gate"]["fraction"] - 0.7) < 0.1
+    # thresholds 0: every computed gate row is an active channel, so the FFN skips exactly those rows
+    assert report["ffn"]["skipped"] == report["ffn_gate"]["skipped"]
