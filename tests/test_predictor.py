@@ -183,3 +183,14 @@ def test_random_predictors_of_a_synthetic_model_turn_on_the_share_asked(tmp_path
     assert abs(report["ffn_gate"]["fraction"] - 0.7) < 0.1
     # thresholds 0: every computed gate row is an active channel, so the FFN skips exactly those rows
     assert report["ffn"]["skipped"] == report["ffn_gate"]["skipped"]
+
+
+def test_parameter_sparsity_counts_the_gate_rows_a_predictor_leaves_out(default_model):
+    from ggufsparse.param_sparsity import parameter_sparsity
+
+    n_layers = int(open_reader(default_model).fields["llama.block_count"].contents())
+    ffn_only = parameter_sparsity(default_model, {"ffn": {"layers": [1.0] * n_layers}})
+    with_gate = parameter_sparsity(default_model, {"ffn": {"layers": [1.0] * n_layers},
+                                                   "ffn_gate": {"layers": [1.0] * n_layers}})
+    # SmolLM2: gate, up and down are the same size, so the gate adds half of what up and down give
+    assert with_gate == pytest.approx(1.5 * ffn_only)

@@ -1,7 +1,8 @@
 """The share of a model's projection weights that a run skipped, from the runtime's report.
 
 Each sparse site skips the weights its zeroed inputs multiply: the FFN channels of CHESS/CATS skip
-a row of ffn_up and a column of ffn_down each (ffn_gate stays dense); a thresholded projection
+a row of ffn_up and a column of ffn_down each (ffn_gate stays dense, except the rows a predictor
+leaves out: the site ffn_gate); a thresholded projection
 input skips that input's column of the projection. The denominator is every block's seven
 projections (q, k, v, output, gate, up, down), so methods that sparsify different projections
 compare at equal weights read.
@@ -18,6 +19,7 @@ PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up"
 # runtime report site -> the projections whose weights one skipped input saves
 SITE_WEIGHTS = {
     "ffn": ("ffn_up", "ffn_down"),
+    "ffn_gate": ("ffn_gate",),
     "attn_q": ("attn_q",), "attn_k": ("attn_k",), "attn_v": ("attn_v",), "attn_output": ("attn_output",),
     "ffn_gate_in": ("ffn_gate",), "ffn_up_in": ("ffn_up",), "ffn_down_in": ("ffn_down",),
 }
