@@ -17,15 +17,15 @@ def add_parser(sub) -> None:
     p.add_argument("model", help="a GGUF converted with an FFN method (it carries ffn_gate_thr)")
     p.add_argument("-o", "--output", required=True, help="the GGUF to write")
     p.add_argument("--rank", type=int, default=128, help="inner size of each predictor (default 128)")
-    p.add_argument("--recall", type=float, default=0.99,
-                   help="share of active channels kept on held-out calibration windows, per layer (default 0.99)")
-    p.add_argument("--epochs", type=int, default=8, help="passes over the training tokens (default 8)")
+    p.add_argument("--recall", type=float, default=0.999,
+                   help="share of active channels kept on held-out calibration windows, per layer (default 0.999)")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training tokens (default 10)")
     p.add_argument("--calib", help="calibration text (default: the C4 sample in ../shared/data)")
-    p.add_argument("--calib-tokens", type=int, default=16384,
-                   help="calibration tokens, 1/8 of them held out for the cut-offs (default 16384)")
-    p.add_argument("--pred-type", choices=("f16", "q8_0", "f32"), default="f16",
-                   help="type of the predictor weights (default f16; q8_0 halves what decode reads for them, "
-                   "and needs a --rank that is a multiple of 32)")
+    p.add_argument("--calib-tokens", type=int, default=32768,
+                   help="calibration tokens, 1/8 of them held out for the cut-offs (default 32768)")
+    p.add_argument("--pred-type", choices=("q8_0", "f16", "f32"), default="q8_0",
+                   help="type of the predictor weights (default q8_0, through ggml's quantizer: half of f16's bytes "
+                   "for decode to read; it needs a --rank and a model width that are multiples of 32)")
     p.add_argument("--random", type=float, metavar="SHARE",
                    help="synthetic models only: random predictors that turn on SHARE of the gate rows, for speed "
                    "measurements (they predict nothing; label any figure as synthetic)")

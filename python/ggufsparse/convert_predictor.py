@@ -126,7 +126,8 @@ def add_predictors(model: Path, out: Path, recipe: PredictorRecipe, *, random_sh
     n_embd, n_ff = int(gate.shape[0]), int(gate.shape[1])
     del reader, by_name, gate
     if recipe.weight_type == "q8_0" and n_embd % 32:
-        raise UserError(f"--pred-type q8_0: the model's {n_embd} inputs are not whole Q8_0 blocks of 32")
+        raise UserError(f"--pred-type q8_0: the model's {n_embd} inputs are not whole Q8_0 blocks of 32; "
+                        "use --pred-type f16")
     calib = None
     if random_share is not None:
         if not 0.0 < random_share <= 1.0:
