@@ -65,7 +65,7 @@ class Progress:
     advance: Callable[[int], None] = lambda n: None
 
 
-def _through_layer(layer, hidden: list[torch.Tensor], kwargs: dict, progress: Progress) -> None:
+def through_layer(layer, hidden: list[torch.Tensor], kwargs: dict, progress: Progress) -> None:
     """Every window's hidden state replaced by the layer's output for it."""
     with torch.inference_mode():
         for w in range(len(hidden)):
@@ -74,7 +74,7 @@ def _through_layer(layer, hidden: list[torch.Tensor], kwargs: dict, progress: Pr
             progress.advance(1)
 
 
-def _each_layer(tm: GGUFTorchModel, windows: np.ndarray):
+def each_layer(tm: GGUFTorchModel, windows: np.ndarray):
     """(i, layer, hidden states entering it, its keyword arguments) for each decoder layer, loaded
     for the caller's step and unloaded after it."""
     tm.load_globals(head=False)
@@ -92,12 +92,12 @@ def run_layers(tm: GGUFTorchModel, windows: np.ndarray,
     inputs: also histogram the FFN projections' inputs; keep: stats.block holds the layer and the
     dense hidden states entering it for the first `keep` windows."""
     progress = progress or Progress()
-    for i, layer, hidden, kwargs in _each_layer(tm, windows):
+    for i, layer, hidden, kwargs in each_layer(tm, windows):
         stats = new_layer_stats(layer, inputs)
         if keep:
             stats.block = BlockInputs(layer, [h.clone() for h in hidden[:keep]], kwargs)
         with LayerTaps(layer, stats):
-            _through_layer(layer, hidden, kwargs, progress)
+            through_layer(layer, hidden, kwargs, progress)
         on_layer(i, stats)
 
 
@@ -109,7 +109,7 @@ def prune_layers(tm: GGUFTorchModel, windows: np.ndarray,
     layer's weights; the windows then go through the pruned layer, so each layer is calibrated on
     the outputs of the already pruned ones. Progress: 2 * n_layers * n_windows steps."""
     progress = progress or Progress()
-    for i, layer, hidden, kwargs in _each_layer(tm, windows):
+    for i, layer, hidden, kwargs in each_layer(tm, windows):
 
         def forward(layer=layer, hidden=hidden, kwargs=kwargs) -> None:
             with torch.inference_mode():
@@ -118,4 +118,4 @@ def prune_layers(tm: GGUFTorchModel, windows: np.ndarray,
                     progress.advance(1)
 
         prune_layer(i, layer, forward)
-        _through_layer(layer, hidden, kwargs, progress)
+        through_layer(layer, hidden, kwargs, progress)

@@ -180,7 +180,7 @@ def collect_layers(path: Path, windows: np.ndarray, thresholds: list[np.ndarray]
     from ggufsparse.torch_model import GGUFTorchModel
 
     model = GGUFTorchModel(path)
-    for i, layer, hidden, kwargs in calibrate._each_layer(model, windows):
+    for i, layer, hidden, kwargs in calibrate.each_layer(model, windows):
         xs, acts = [], []
         thr = torch.from_numpy(thresholds[i])
         mlp = layer.mlp
@@ -192,7 +192,7 @@ def collect_layers(path: Path, windows: np.ndarray, thresholds: list[np.ndarray]
 
         handle = mlp.register_forward_pre_hook(tap)
         try:
-            calibrate._through_layer(layer, hidden, kwargs, calibrate.Progress(advance))
+            calibrate.through_layer(layer, hidden, kwargs, calibrate.Progress(advance))
         finally:
             handle.remove()
         yield i, LayerData(np.concatenate(xs), np.concatenate(acts))
