@@ -40,7 +40,7 @@ def test_training_learns_a_low_rank_rule_and_keeps_the_recall_held_out():
     x = rng.standard_normal((n, n_embd)).astype(np.float32)
     u, v = rng.standard_normal((n_embd, 8)), rng.standard_normal((8, n_ff))
     active = (np.maximum(x @ u, 0) @ v) > 1.5
-    recipe = PredictorRecipe(rank=16, recall=0.95, epochs=20)
+    recipe = PredictorRecipe(rank=16, recall=0.95, epochs=20, weight_type="f16")
     p = train_layer(x, active, 5000, recipe, seed=0)
     assert p.recall >= 0.95
     assert p.predicted < 1.5 * p.active  # it skips rows, not only keeps them all on
