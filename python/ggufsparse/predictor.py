@@ -185,16 +185,19 @@ def collect_layers(path: Path, windows: np.ndarray, thresholds: list[np.ndarray]
         thr = torch.from_numpy(thresholds[i])
         mlp = layer.mlp
 
-        def tap(_m, args, xs=xs, acts=acts, mlp=mlp, thr=thr):
-            x = args[0].detach().reshape(-1, args[0].shape[-1])
-            xs.append(x.numpy().copy())
-            acts.append((mlp.act_fn(mlp.gate_proj(x)).abs() > thr).numpy())
+        # the FFN's input, and act(gate) as the layer computes it (not a second gate product)
+        def take_input(_m, args, xs=xs):
+            xs.append(args[0].detach().reshape(-1, args[0].shape[-1]).numpy().copy())
 
-        handle = mlp.register_forward_pre_hook(tap)
+        def take_activity(_m, _args, out, acts=acts, thr=thr):
+            acts.append((out.detach().reshape(-1, out.shape[-1]).abs() > thr).numpy())
+
+        handles = [mlp.register_forward_pre_hook(take_input), mlp.act_fn.register_forward_hook(take_activity)]
         try:
             calibrate.through_layer(layer, hidden, kwargs, calibrate.Progress(advance))
         finally:
-            handle.remove()
+            for h in handles:
+                h.remove()
         yield i, LayerData(np.concatenate(xs), np.concatenate(acts))
 
 
