@@ -21,6 +21,8 @@ def in_subprocess(model: Path, out: Path, lib_dir: Path | None = None, windows: 
     [n, ctx]): each window evaluated from an empty cache, [n, ctx, vocab]. n_batch=1 feeds one
     token per decode call, which is the path the sparse kernels take. LOGITS_KV_F32=1 in `env`
     keeps the KV cache in f32 (llama.cpp's default f16 rounds every key and value).
+    LOGITS_DECISIONS=FILE.npz in `env` also writes the runtime's channel decisions (see
+    `_DecisionRecorder`; windows only).
     """
     full_env = dict(os.environ, **(env or {}))
     if lib_dir is not None:
@@ -32,7 +34,85 @@ def in_subprocess(model: Path, out: Path, lib_dir: Path | None = None, windows: 
     return np.load(out)
 
 
+# sparse_act node names -> the sites of their occurrences in one layer, in graph order
+_DECISION_SITES = {"ffn_act_sparse": ("ffn",), "sparse_input": ("attn_q", "attn_output")}
+
+
+class _DecisionRecorder:
+    """An eval callback that keeps which entries every sparse_act node left non-zero: the channel
+    decisions the runtime made. Nodes are named by the graph: `ffn_act_sparse-L` (FFN channels)
+    and `sparse_input-L` (a projection's input; CHESS files have two a layer, q's then the output
+    projection's, in graph order)."""
+
+    def __init__(self, lib_dir: Path):
+        import ctypes
+
+        import llama_cpp
+
+        self.ggml = ctypes.CDLL(str(lib_dir / "libggml-base.so"))
+        self.ggml.ggml_get_name.restype = ctypes.c_char_p
+        self.ggml.ggml_get_name.argtypes = [ctypes.c_void_p]
+        self.ggml.ggml_get_data_f32.restype = ctypes.POINTER(ctypes.c_float)
+        self.ggml.ggml_get_data_f32.argtypes = [ctypes.c_void_p]
+        self.ggml.ggml_nelements.restype = ctypes.c_int64
+        self.ggml.ggml_nelements.argtypes = [ctypes.c_void_p]
+        self.callback = llama_cpp.ggml_backend_sched_eval_callback(self._observe)  # kept alive with self
+        self.n_tokens = 1       # tokens of the batch being computed
+        self.seen: dict = {}    # (node kind, layer) -> times seen in this batch
+        self.rows: dict = {}    # (site, layer) -> [bool arrays (tokens, width)] of the current window
+
+    def _observe(self, tensor, ask, _user_data) -> bool:
+        name = self.ggml.ggml_get_name(tensor).decode()
+        kind, _, layer = name.rpartition("-")
+        if ask:  # observe this node?
+            return kind in _DECISION_SITES
+        if kind not in _DECISION_SITES:
+            return True  # go on computing
+        n = self.ggml.ggml_nelements(tensor)
+        values = np.ctypeslib.as_array(self.ggml.ggml_get_data_f32(tensor), shape=(n,))
+        occurrence = self.seen.get((kind, layer), 0)
+        self.seen[(kind, layer)] = occurrence + 1
+        site = _DECISION_SITES[kind][occurrence]
+        self.rows.setdefault((site, int(layer)), []).append((values != 0).reshape(self.n_tokens, -1))
+        return True
+
+    def begin_batch(self, n_tokens: int) -> None:
+        self.n_tokens, self.seen = n_tokens, {}
+
+    def end_window(self, store: dict, w: int) -> None:
+        for (site, layer), rows in self.rows.items():
+            store[f"{w}.{site}.{layer}"] = np.packbits(np.concatenate(rows), axis=1)
+        self.rows = {}
+
+
+def read_decisions(path: Path, window: int, widths: dict[str, int]) -> dict:
+    """The decisions `in_subprocess` wrote for one window: (site, layer) -> bool (tokens, width)."""
+    out = {}
+    with np.load(path) as z:
+        for key in z.files:
+            w, site, layer = key.split(".")
+            if int(w) == window:
+                out[(site, int(layer))] = np.unpackbits(z[key], axis=1, count=widths[site]).astype(bool)
+    return out
+
+
+def _record_decisions(llm, lib_dir: Path) -> _DecisionRecorder:
+    """llm's context made again with the recorder as its eval callback."""
+    import contextlib
+
+    from llama_cpp import _internals
+
+    recorder = _DecisionRecorder(lib_dir)
+    params = llm.context_params
+    params.cb_eval = recorder.callback
+    params.cb_eval_user_data = None
+    llm._ctx = llm._stack.enter_context(contextlib.closing(
+        _internals.LlamaContext(model=llm._model, params=params, verbose=False)))
+    return recorder
+
+
 def main(model: str, out: str, n_batch: int, windows: str | None) -> None:
+    import llama_cpp
     from llama_cpp import Llama
 
     rows = np.load(windows) if windows else None
@@ -45,13 +125,27 @@ def main(model: str, out: str, n_batch: int, windows: str | None) -> None:
         llm.eval(tokens)
         np.save(out, np.array(llm.scores[: len(tokens)], dtype=np.float32))
         return
+    decisions_file = os.environ.get("LOGITS_DECISIONS")
+    recorder = None
+    if decisions_file:
+        recorder = _record_decisions(llm, Path(llama_cpp.llama_cpp._lib._name).parent)
+    decisions: dict = {}
     result = []
-    for row in rows:
+    for w, row in enumerate(rows):
         llm.reset()
         llm._ctx.kv_cache_clear()
-        llm.eval([int(t) for t in row])
+        if recorder is None:
+            llm.eval([int(t) for t in row])
+        else:
+            for start in range(0, len(row), n_batch):  # Llama.eval's own batches, one at a time
+                batch = [int(t) for t in row[start:start + n_batch]]
+                recorder.begin_batch(len(batch))
+                llm.eval(batch)
+            recorder.end_window(decisions, w)
         result.append(np.array(llm.scores[: len(row)], dtype=np.float32))
     np.save(out, np.stack(result))
+    if recorder is not None:
+        np.savez(decisions_file, **decisions)
 
 
 if __name__ == "__main__":

@@ -230,6 +230,37 @@ def test_runtime_computes_the_references_sparse_model_with_calibrated_thresholds
     assert first < 1e-3 * float(np.abs(ref[:, 0]).max())
 
 
+@pytest.mark.parametrize("n_batch", [1, 512])
+def test_runtime_computes_the_references_sparse_model_given_its_channel_decisions(float_smollm2_chess, wiki_windows,
+                                                                                 n_batch, tmp_path):
+    # The runtime's channel decisions (the entries each sparse_act node kept, read through
+    # llama.cpp's eval callback) applied in the reference instead of its own comparisons: what
+    # is left to differ is float arithmetic, so the logits must agree token by token. And the
+    # decisions must be the thresholds': where the reference's own comparison differs, the value
+    # sits within rounding of its threshold.
+    windows, path = wiki_windows
+    decisions = tmp_path / "decisions.npz"
+    runtime = logits_of.in_subprocess(float_smollm2_chess, tmp_path / "rt.npy", windows=path, n_batch=n_batch,
+                                      env={"LOGITS_KV_F32": "1", "LOGITS_DECISIONS": str(decisions)})
+    model = torch_model.load(float_smollm2_chess)
+    config = reference.BakedThresholds.read(float_smollm2_chess, model.n_layers)
+    hidden = model.model.config.hidden_size
+    widths = {"ffn": len(config.ffn[0]), "attn_q": hidden, "attn_output": hidden}
+    check = reference.DecisionCheck()
+    ref = reference.window_logits(model, config, windows, check=check,
+                                  decisions=lambda w: logits_of.read_decisions(decisions, w, widths))
+    top1 = float((runtime.argmax(-1) == ref.argmax(-1)).mean())
+    diff = float(np.abs(runtime - ref).max())
+    print(f"n_batch {n_batch}, {windows.size} tokens, runtime vs reference given the runtime's decisions: top-1 "
+          f"{top1:.4f}, max abs diff {diff:.3g}; decisions unlike the reference's own comparison "
+          f"{check.differ}/{check.entries}, worst relative distance from the threshold {check.worst_gap:.3g}")
+    assert check.entries == windows.size * model.n_layers * sum(widths.values())  # every site, every token
+    assert top1 >= 0.99
+    assert diff < 1e-2 * float(np.abs(ref).max())
+    assert check.differ <= 1e-5 * check.entries
+    assert check.worst_gap < 1e-3
+
+
 def test_stats_report_the_sparsity_the_reference_measures(chess_file, wiki_windows, tmp_path):
     windows, path = wiki_windows
     stats = tmp_path / "stats.json"

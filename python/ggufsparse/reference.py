@@ -91,23 +91,57 @@ class Counters:
         return self.zero[site] / self.total[site] if self.total[site] else None
 
 
+@dataclass
+class DecisionCheck:
+    """How given decisions compare with the thresholds' own on the reference's values."""
+
+    entries: int = 0
+    differ: int = 0
+    worst_gap: float = 0.0  # largest | |x| - t | / t over the entries that differ
+
+    def add(self, x: torch.Tensor, t, keep: torch.Tensor) -> None:
+        own = x.abs() > t
+        differ = own != keep
+        self.entries += keep.numel()
+        self.differ += int(differ.sum())
+        if differ.any():
+            t = torch.as_tensor(t, dtype=x.dtype).expand_as(x)
+            gap = (x.abs() - t).abs() / t.clamp_min(torch.finfo(x.dtype).tiny)
+            self.worst_gap = max(self.worst_gap, float(gap[differ].max()))
+
+
 class SparseForward:
-    """Hooks that apply BakedThresholds to a loaded model; use as a context manager."""
+    """Hooks that apply BakedThresholds to a loaded model; use as a context manager.
 
-    def __init__(self, layers: list, thresholds: BakedThresholds, counters: Counters):
+    With `decisions` ((site, layer) -> bool array (tokens, width) for the window being run, e.g.
+    the runtime's own), those entries are kept instead of the thresholds' choice, and `check`
+    records where the two differ: the same sparse model, computed with another's channel
+    decisions, to compare float implementations without a value near its threshold crossing it.
+    """
+
+    def __init__(self, layers: list, thresholds: BakedThresholds, counters: Counters,
+                 decisions: dict | None = None):
         self.layers, self.t, self.counters, self.handles = layers, thresholds, counters, []
+        self.decisions, self.check = decisions, DecisionCheck()
 
-    def _ffn_hook(self, theta: torch.Tensor):
+    def _keep(self, site: str, layer: int, x: torch.Tensor, t) -> torch.Tensor:
+        if self.decisions is None:
+            return x.abs() > t
+        keep = torch.from_numpy(self.decisions[(site, layer)]).reshape(x.shape)
+        self.check.add(x, t, keep)
+        return keep
+
+    def _ffn_hook(self, layer: int, theta: torch.Tensor):
         def hook(_module, _inputs, out):
-            keep = out.abs() > theta
+            keep = self._keep("ffn", layer, out, theta)
             self.counters.add("ffn", keep)
             return torch.where(keep, out, torch.zeros_like(out))
         return hook
 
-    def _input_hook(self, site: str, t: float):
+    def _input_hook(self, site: str, layer: int, t: float):
         def hook(_module, args):
             x = args[0]
-            keep = x.abs() > t
+            keep = self._keep(site, layer, x, t)
             self.counters.add(site, keep)
             return (torch.where(keep, x, torch.zeros_like(x)), *args[1:])
         return hook
@@ -117,11 +151,11 @@ class SparseForward:
             theta = self.t.ffn[i]
             if theta is not None:
                 th = torch.from_numpy(theta).to(layer.mlp.up_proj.weight.dtype)
-                self.handles.append(layer.mlp.act_fn.register_forward_hook(self._ffn_hook(th)))
+                self.handles.append(layer.mlp.act_fn.register_forward_hook(self._ffn_hook(i, th)))
             for site, thresholds in self.t.inputs().items():
                 if thresholds[i] is not None:
                     self.handles.append(teal.module(layer, site).register_forward_pre_hook(
-                        self._input_hook(site, thresholds[i])))
+                        self._input_hook(site, i, thresholds[i])))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -205,12 +239,20 @@ def evaluate(model, configs: list[BakedThresholds], windows: np.ndarray, first: 
     return results
 
 
-def window_logits(model, config: BakedThresholds, windows: np.ndarray) -> np.ndarray:
+def window_logits(model, config: BakedThresholds, windows: np.ndarray, decisions=None,
+                  check: DecisionCheck | None = None) -> np.ndarray:
     """The logits of `config`'s model for every position of each window, [n, ctx, vocab] float32:
-    what the runtime should produce for the same file."""
+    what the runtime should produce for the same file. With `decisions(w)` (the decisions of
+    window w, see SparseForward), those are applied, and `check` sums where they differ from the
+    thresholds' own."""
     out = []
-    with SparseForward(model.layers, config, Counters()), torch.inference_mode():
-        for row in windows:
+    for w, row in enumerate(windows):
+        forward = SparseForward(model.layers, config, Counters(), decisions(w) if decisions else None)
+        with forward, torch.inference_mode():
             logits = model.model(input_ids=torch.from_numpy(row[None, :]), use_cache=False).logits
-            out.append(logits[0].float().numpy())
+        out.append(logits[0].float().numpy())
+        if check is not None:
+            check.entries += forward.check.entries
+            check.differ += forward.check.differ
+            check.worst_gap = max(check.worst_gap, forward.check.worst_gap)
     return np.stack(out)
