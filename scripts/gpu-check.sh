@@ -7,15 +7,17 @@
 # Stages (default all, in this order; each skips what WORK already holds):
 #   build  CUDA build of llama-bench and test-backend-ops from KIT/llama.cpp (one architecture,
 #          $CUDA_ARCH, default 90; FlashAttention kernels off to halve the build)
-#   ops    test-backend-ops: every sparse op on the GPU against the CPU; then perf mode
+#   ops    test-backend-ops: every sparse op on the GPU against the CPU; then perf mode; both
+#          again with GGUFSPARSE_CUDA_V2=1 (the rewritten kernels, sparse-ops-v2.cu), logs *-v2.log
 #   files  synthetic Llama-2-7B shapes (8 layers; random weights: label every figure synthetic)
 #          in F16, Q8_0, Q4_0, Q4_K; CHESS thresholds grafted from KIT/*.npz; 2:4 magnitude
+#   bench2 the issue's targets with GGUFSPARSE_CUDA_V2=1 (bench-v2-*.json)
 #   bench  ggufsparse bench dense vs sparse (alternated, medians of $REPS), all layers on the GPU
 # Logs and JSON go to OUT. Stop early with DEADLINE=<epoch seconds>: a bench that would start
 # after it is skipped (rerun the stage to finish).
 set -uo pipefail
 KIT=$(realpath "$1"); WORK=$(realpath -m "$2"); OUT=$(realpath -m "$3"); shift 3
-STAGES=${*:-build ops files bench}
+STAGES=${*:-build ops files bench2 bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CUDA_ARCH=${CUDA_ARCH:-90}
 REPS=${REPS:-5}
@@ -60,19 +62,19 @@ build_rest() {
   log "built"
 }
 
-stage_ops() {
-  local ops=SPARSE_ACT,MUL_MAT_ROWS,AXPY_SPARSE,MUL_MAT_NM
-  log "test-backend-ops -o $ops (GPU against CPU)"
-  "$BIN/test-backend-ops" test -b CUDA0 -o "$ops" > "$OUT/ops-test.log" 2>&1
+stage_ops() {  # [tag]: -v2 runs with GGUFSPARSE_CUDA_V2=1 set by the caller
+  local ops=SPARSE_ACT,MUL_MAT_ROWS,AXPY_SPARSE,MUL_MAT_NM tag=${1:-}
+  log "test-backend-ops$tag -o $ops (GPU against CPU)"
+  "$BIN/test-backend-ops" test -b CUDA0 -o "$ops" > "$OUT/ops-test$tag.log" 2>&1
   local rc=$?
-  grep -cE "OK$|OK\x1b" "$OUT/ops-test.log" | sed 's/^/cases passed: /'
-  grep -E "FAIL|not supported" "$OUT/ops-test.log" | head -40
-  tail -3 "$OUT/ops-test.log"
-  log "test-backend-ops perf (decode shapes of Llama-2-7B)"
+  grep -cE "OK$|OK\x1b" "$OUT/ops-test$tag.log" | sed 's/^/cases passed: /'
+  grep -E "FAIL|not supported" "$OUT/ops-test$tag.log" | head -40
+  tail -3 "$OUT/ops-test$tag.log"
+  log "test-backend-ops$tag perf (decode shapes of Llama-2-7B)"
   "$BIN/test-backend-ops" perf -b CUDA0 -o "$ops,MUL_MAT" \
     -p 'm=(4096|11008),n=1,k=(4096|11008),bs=\[1,1\]|k=(4096|11008),n=(4096|11008),m=1|n=4096,k=(4096|11008),m=1|rows=(4096|11008)|n=11008,m=1' \
-    > "$OUT/ops-perf.log" 2>&1
-  grep -E "us/run" "$OUT/ops-perf.log" | sed -e 's/\x1b\[[0-9;]*m//g' | head -60
+    > "$OUT/ops-perf$tag.log" 2>&1
+  grep -E "us/run" "$OUT/ops-perf$tag.log" | sed -e 's/\x1b\[[0-9;]*m//g' | head -60
   return $rc
 }
 
@@ -120,6 +122,17 @@ print(sys.argv[2], " ".join(f"{t}: {r['dense_tps']:.1f} -> {r['sparse_tps']:.1f}
 EOF
 }
 
+# the rewritten kernels (GGUFSPARSE_CUDA_V2=1, docs/cuda.md) on the issue's targets first
+stage_bench2() {
+  export GGUFSPARSE_CUDA_V2=1
+  bench_pair v2-f16-chess55 f16.gguf f16-chess55.gguf
+  bench_pair v2-q4_0-chess55 q4_0.gguf q4_0-chess55.gguf
+  bench_pair v2-f16-ffn85 f16.gguf f16-ffn85.gguf
+  bench_pair v2-f16-zero f16.gguf f16-zero.gguf
+  bench_pair v2-q4_0-zero q4_0.gguf q4_0-zero.gguf
+  unset GGUFSPARSE_CUDA_V2
+}
+
 stage_bench() {
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
   bench_pair f16-chess55 f16.gguf f16-chess55.gguf
@@ -141,7 +154,11 @@ files_pid=
 # the synthetic files need only libggml-base: make them while the CUDA code compiles
 if has files; then stage_files > "$OUT/files.log" 2>&1 & files_pid=$!; fi
 if has build; then build_rest || exit 1; fi
-if has ops; then stage_ops || rc=1; fi
+if has ops; then
+  stage_ops || rc=1
+  ( export GGUFSPARSE_CUDA_V2=1; stage_ops -v2 ) || rc=1
+fi
 if [ -n "$files_pid" ]; then wait "$files_pid" || rc=1; cat "$OUT/files.log"; fi
+if has bench2; then stage_bench2 || rc=1; fi
 if has bench; then stage_bench || rc=1; fi
 exit $rc

@@ -28,19 +28,24 @@ def test_sparse_cuda_kernels_compile(runtime, tmp_path):
     if nvcc is None:
         pytest.skip("no nvcc on PATH: the CUDA toolkit is not installed")
     tree = Path(runtime.work) / "src" / source.LLAMA_DIR / "ggml" / "src" / "ggml-cuda"
-    kernels = tree / "ggml-sparse" / "sparse-ops.cu"
-    assert kernels.is_file(), f"{kernels}: the patched tree lacks the CUDA sparse ops"
     includes = ["-I", str(tree.parent.parent / "include"), "-I", str(tree.parent), "-I", str(tree)]
     if not (Path(nvcc).resolve().parent.parent / "include" / "cublas_v2.h").exists():
         (tmp_path / "cublas_v2.h").write_text(_CUBLAS_STUB)
         includes += ["-isystem", str(tmp_path)]
-    cmd = [nvcc, "-std=c++17", "-arch=sm_80", "-O1", "--expt-relaxed-constexpr", "-DGGML_USE_CUDA", *includes,
-           "-c", str(kernels), "-o", str(tmp_path / "sparse-ops.o")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    # every op the CUDA backend dispatches to is defined
-    symbols = subprocess.run(["nm", "-C", str(tmp_path / "sparse-ops.o")], capture_output=True, text=True,
-                             check=True).stdout
-    for name in ("ggml_cuda_op_sparse_act", "ggml_cuda_op_mul_mat_rows", "ggml_cuda_op_axpy_sparse",
-                 "ggml_cuda_op_mul_mat_nm", "ggml_cuda_sparse_supports_op"):
-        assert f" T {name}(" in symbols, name
+    # every op the CUDA backend dispatches to is defined, and the rewrite the ops call with
+    # GGUFSPARSE_CUDA_V2=1
+    wanted = {"sparse-ops.cu": ("ggml_cuda_op_sparse_act", "ggml_cuda_op_mul_mat_rows", "ggml_cuda_op_axpy_sparse",
+                                "ggml_cuda_op_mul_mat_nm", "ggml_cuda_sparse_supports_op"),
+              "sparse-ops-v2.cu": ("ggml_cuda_sparse_v2_enabled", "ggml_cuda_op_mul_mat_rows_v2",
+                                   "ggml_cuda_op_axpy_sparse_v2")}
+    for source_name, names in wanted.items():
+        kernels = tree / "ggml-sparse" / source_name
+        assert kernels.is_file(), f"{kernels}: the patched tree lacks the CUDA sparse ops"
+        obj = tmp_path / f"{source_name}.o"
+        cmd = [nvcc, "-std=c++17", "-arch=sm_80", "-O1", "--expt-relaxed-constexpr", "-DGGML_USE_CUDA", *includes,
+               "-c", str(kernels), "-o", str(obj)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        symbols = subprocess.run(["nm", "-C", str(obj)], capture_output=True, text=True, check=True).stdout
+        for name in names:
+            assert f" T {name}(" in symbols, name

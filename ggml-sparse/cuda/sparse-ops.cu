@@ -11,59 +11,20 @@
 // mul_mat_nm:   one warp per output row over its kept values; the input is gathered by the
 //               permutation once per token.
 //
+// With GGUFSPARSE_CUDA_V2=1, mul_mat_rows and axpy_sparse first try sparse-ops-v2.cu's rewrite.
 // Nothing here synchronises with the host, so CUDA graphs keep working. The sparsity counters
 // of the CPU ops (GGUFSPARSE_STATS) are not kept on the GPU.
 
 #include "sparse-ops.cuh"
+#include "sparse-common.cuh"
 
 #include "../dequantize.cuh"
-#include "../quantize.cuh"
 #include "../unary.cuh"
 #include "../vecdotq.cuh"
 
 #include "ggml-sparse.h"
 
-#define SPARSE_ROWS_PER_BLOCK 4     // warps (one row each) per block of the row-wise kernels
 #define SPARSE_AXPY_THREADS   128
-
-// ---------------------------------------------------------------------------------------------
-// float loads of the plain weight types
-
-static __device__ __forceinline__ float sparse_to_f32(float v)         { return v; }
-static __device__ __forceinline__ float sparse_to_f32(half v)          { return __half2float(v); }
-static __device__ __forceinline__ float sparse_to_f32(nv_bfloat16 v)   { return __bfloat162float(v); }
-
-// eight consecutive values from a 16-byte aligned address (two 16-byte loads for f32)
-template <typename T>
-static __device__ __forceinline__ void sparse_load8(const T * p, float out[8]) {
-    if constexpr (sizeof(T) == 4) {
-        const float4 a = ((const float4 *) p)[0];
-        const float4 b = ((const float4 *) p)[1];
-        out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
-        out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
-    } else {
-        const int4 v = *(const int4 *) p;
-        const T * e = (const T *) &v;
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            out[i] = sparse_to_f32(e[i]);
-        }
-    }
-}
-
-static bool sparse_is_float(ggml_type type) {
-    return type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16;
-}
-
-// 32-value block types with a ggml pair dequantizer (dequantize.cuh)
-static bool sparse_is_q32(ggml_type type) {
-    switch (type) {
-        case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: case GGML_TYPE_Q8_0:
-            return true;
-        default:
-            return false;
-    }
-}
 
 template <ggml_type type>
 static __device__ __forceinline__ void sparse_dequantize_pair(const void * row, int64_t ib, int iqs, float2 & v) {
@@ -146,36 +107,6 @@ void ggml_cuda_op_sparse_act(ggml_backend_cuda_context & ctx, ggml_tensor * dst)
 // ---------------------------------------------------------------------------------------------
 // mul_mat_rows
 
-template <ggml_type type> struct sparse_vec_dot;
-#define SPARSE_VEC_DOT(T, F, VDR) \
-    template <> struct sparse_vec_dot<T> { \
-        static constexpr int vdr = VDR; \
-        static __device__ __forceinline__ float dot(const void * vx, const block_q8_1 * y, const int & kbx, const int & iqs) { \
-            return F(vx, y, kbx, iqs); \
-        } \
-    }
-SPARSE_VEC_DOT(GGML_TYPE_Q4_0, vec_dot_q4_0_q8_1, VDR_Q4_0_Q8_1_MMVQ);
-SPARSE_VEC_DOT(GGML_TYPE_Q4_1, vec_dot_q4_1_q8_1, VDR_Q4_1_Q8_1_MMVQ);
-SPARSE_VEC_DOT(GGML_TYPE_Q5_0, vec_dot_q5_0_q8_1, VDR_Q5_0_Q8_1_MMVQ);
-SPARSE_VEC_DOT(GGML_TYPE_Q5_1, vec_dot_q5_1_q8_1, VDR_Q5_1_Q8_1_MMVQ);
-SPARSE_VEC_DOT(GGML_TYPE_Q8_0, vec_dot_q8_0_q8_1, VDR_Q8_0_Q8_1_MMVQ);
-SPARSE_VEC_DOT(GGML_TYPE_Q2_K, vec_dot_q2_K_q8_1, VDR_Q2_K_Q8_1_MMVQ);
-SPARSE_VEC_DOT(GGML_TYPE_Q3_K, vec_dot_q3_K_q8_1, VDR_Q3_K_Q8_1_MMVQ);
-SPARSE_VEC_DOT(GGML_TYPE_Q4_K, vec_dot_q4_K_q8_1, VDR_Q4_K_Q8_1_MMVQ);
-SPARSE_VEC_DOT(GGML_TYPE_Q5_K, vec_dot_q5_K_q8_1, VDR_Q5_K_Q8_1_MMVQ);
-SPARSE_VEC_DOT(GGML_TYPE_Q6_K, vec_dot_q6_K_q8_1, VDR_Q6_K_Q8_1_MMVQ);
-#undef SPARSE_VEC_DOT
-
-static bool sparse_rows_quantized(ggml_type type) {
-    switch (type) {
-        case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: case GGML_TYPE_Q8_0:
-        case GGML_TYPE_Q2_K: case GGML_TYPE_Q3_K: case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: case GGML_TYPE_Q6_K:
-            return true;
-        default:
-            return false;
-    }
-}
-
 // quantized rows against the token in q8_1 (blocks of 32), as ggml's mmvq
 template <ggml_type type>
 static __global__ void k_mul_mat_rows_q(const char * w, const block_q8_1 * xq, const float * mask, float * y,
@@ -251,10 +182,6 @@ static __global__ void k_mul_mat_rows_f(const char * w, const float * x, const f
     }
 }
 
-static bool sparse_aligned16(const void * p, size_t stride) {
-    return (uintptr_t) p % 16 == 0 && stride % 16 == 0;
-}
-
 template <typename T>
 static void sparse_launch_rows_f(const ggml_tensor * w, const ggml_tensor * x, const ggml_tensor * mask, ggml_tensor * dst,
                                  dim3 grid, dim3 block, cudaStream_t stream) {
@@ -267,6 +194,9 @@ static void sparse_launch_rows_f(const ggml_tensor * w, const ggml_tensor * x, c
 }
 
 void ggml_cuda_op_mul_mat_rows(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
+    if (ggml_cuda_sparse_v2_enabled() && ggml_cuda_op_mul_mat_rows_v2(ctx, dst)) {
+        return;
+    }
     const ggml_tensor * w    = dst->src[0];
     const ggml_tensor * x    = dst->src[1];
     const ggml_tensor * mask = dst->src[2];
@@ -284,30 +214,14 @@ void ggml_cuda_op_mul_mat_rows(ggml_backend_cuda_context & ctx, ggml_tensor * ds
         case GGML_TYPE_BF16: sparse_launch_rows_f<nv_bfloat16>(w, x, mask, dst, grid, block, stream); break;
         default: {
             GGML_ASSERT(sparse_rows_quantized(w->type));
-            const int64_t k_padded = GGML_PAD(k, MATRIX_ROW_PADDING);
-            ggml_cuda_pool_alloc<char> xq(ctx.pool(), m * k_padded * sizeof(block_q8_1) / QK8_1);
-            const int64_t s11 = x->nb[1] / sizeof(float);
-            quantize_row_q8_1_cuda((const float *) x->data, nullptr, xq.get(), w->type, k, s11, s11*m, s11*m,
-                                   k_padded, m, 1, 1, stream);
+            ggml_cuda_pool_alloc<char> xq(ctx.pool());
+            const int64_t xq_s1 = sparse_quantize_tokens(ctx, x, w->type, xq);
             const int blocks_per_row = (int) (k / ggml_blck_size(w->type));
-            const int64_t xq_s1 = k_padded / QK8_1;
-#define ROWS_Q(T) k_mul_mat_rows_q<T><<<grid, block, 0, stream>>>((const char *) w->data, (const block_q8_1 *) xq.get(), \
-        (const float *) mask->data, (float *) dst->data, blocks_per_row, w->nb[1], n, xq_s1, \
-        mask->nb[1] / sizeof(float), dst->nb[1] / sizeof(float))
-            switch (w->type) {
-                case GGML_TYPE_Q4_0: ROWS_Q(GGML_TYPE_Q4_0); break;
-                case GGML_TYPE_Q4_1: ROWS_Q(GGML_TYPE_Q4_1); break;
-                case GGML_TYPE_Q5_0: ROWS_Q(GGML_TYPE_Q5_0); break;
-                case GGML_TYPE_Q5_1: ROWS_Q(GGML_TYPE_Q5_1); break;
-                case GGML_TYPE_Q8_0: ROWS_Q(GGML_TYPE_Q8_0); break;
-                case GGML_TYPE_Q2_K: ROWS_Q(GGML_TYPE_Q2_K); break;
-                case GGML_TYPE_Q3_K: ROWS_Q(GGML_TYPE_Q3_K); break;
-                case GGML_TYPE_Q4_K: ROWS_Q(GGML_TYPE_Q4_K); break;
-                case GGML_TYPE_Q5_K: ROWS_Q(GGML_TYPE_Q5_K); break;
-                case GGML_TYPE_Q6_K: ROWS_Q(GGML_TYPE_Q6_K); break;
-                default: GGML_ABORT("mul_mat_rows: unsupported type");
-            }
-#undef ROWS_Q
+            sparse_for_rows_type(w->type, [&](auto type) {
+                k_mul_mat_rows_q<decltype(type)::value><<<grid, block, 0, stream>>>((const char *) w->data,
+                    (const block_q8_1 *) xq.get(), (const float *) mask->data, (float *) dst->data, blocks_per_row,
+                    w->nb[1], n, xq_s1, mask->nb[1] / sizeof(float), dst->nb[1] / sizeof(float));
+            });
         } break;
     }
     CUDA_CHECK(cudaGetLastError());
@@ -315,39 +229,6 @@ void ggml_cuda_op_mul_mat_rows(ggml_backend_cuda_context & ctx, ggml_tensor * ds
 
 // ---------------------------------------------------------------------------------------------
 // axpy_sparse: partial sums per input split, then their sum
-
-struct sparse_split {
-    int64_t per_split;  // inputs (or columns of 32 inputs, packed) per split
-    int     n_splits;
-};
-
-// enough blocks to fill the GPU on one token; at least 8 inputs per split so that the partial
-// sums stay small against the weight read; each split's inputs fit in shared memory
-static sparse_split sparse_choose_split(int64_t k, int64_t blocks_out, int64_t m, int nsm, int64_t max_per_split) {
-    const int64_t want = std::max<int64_t>(1, (4*nsm + blocks_out*m - 1) / (blocks_out*m));
-    int64_t per = std::max<int64_t>(8, (k + want - 1) / want);
-    per = std::min<int64_t>(per, max_per_split);
-    sparse_split s;
-    s.per_split = std::min<int64_t>(per, k);
-    s.n_splits  = (int) ((k + s.per_split - 1) / s.per_split);
-    return s;
-}
-
-// dst[o, t] = sum over splits of part[t][split][o]
-static __global__ void k_sparse_sum_splits(const float * part, float * dst, const int64_t n, const int n_splits,
-                                           const int64_t dst_s1) {
-    const int64_t o = (int64_t) blockIdx.x*blockDim.x + threadIdx.x;
-    const int64_t t = blockIdx.y;
-    if (o >= n) {
-        return;
-    }
-    const float * p = part + t*n_splits*n + o;
-    float sum = 0.0f;
-    for (int s = 0; s < n_splits; s++) {
-        sum += p[s*n];
-    }
-    dst[t*dst_s1 + o] = sum;
-}
 
 // the split's activations into shared memory: every thread of the block reads all of them
 static __device__ __forceinline__ int64_t sparse_stage_h(float * sh, const float * h, int64_t i0, int64_t i1) {
@@ -517,6 +398,9 @@ static __global__ void k_axpy_packed(const char * wt, const float * h, float * p
 static constexpr int64_t SPARSE_MAX_SHARED_FLOATS = 8192;  // 32 KiB of activations per block
 
 void ggml_cuda_op_axpy_sparse(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
+    if (ggml_cuda_sparse_v2_enabled() && ggml_cuda_op_axpy_sparse_v2(ctx, dst)) {
+        return;
+    }
     const ggml_tensor * wt = dst->src[0];
     const ggml_tensor * h  = dst->src[1];
     const int64_t n = dst->ne[0];
@@ -578,9 +462,7 @@ void ggml_cuda_op_axpy_sparse(ggml_backend_cuda_context & ctx, ggml_tensor * dst
 #undef AXPY_Q
     }
     CUDA_CHECK(cudaGetLastError());
-    const dim3 grid_sum((unsigned) ((n + 255) / 256), (unsigned) m);
-    k_sparse_sum_splits<<<grid_sum, 256, 0, stream>>>(part.get(), (float *) dst->data, n, sp.n_splits, dst->nb[1] / sizeof(float));
-    CUDA_CHECK(cudaGetLastError());
+    sparse_sum_splits(part.get(), dst, sp.n_splits, stream);
 }
 
 // ---------------------------------------------------------------------------------------------
