@@ -54,11 +54,11 @@ class _DecisionRecorder:
         self.ggml.ggml_get_name.argtypes = [ctypes.c_void_p]
         self.ggml.ggml_get_data_f32.restype = ctypes.POINTER(ctypes.c_float)
         self.ggml.ggml_get_data_f32.argtypes = [ctypes.c_void_p]
-        self.ggml.ggml_nelements.restype = ctypes.c_int64
-        self.ggml.ggml_nelements.argtypes = [ctypes.c_void_p]
+        for name in ("ggml_nelements", "ggml_nrows"):
+            getattr(self.ggml, name).restype = ctypes.c_int64
+            getattr(self.ggml, name).argtypes = [ctypes.c_void_p]
         self.callback = llama_cpp.ggml_backend_sched_eval_callback(self._observe)  # kept alive with self
-        self.n_tokens = 1       # tokens of the batch being computed
-        self.seen: dict = {}    # (node kind, layer) -> times seen in this batch
+        self.seen: dict = {}    # (node kind, layer) -> position in the layer's sites
         self.rows: dict = {}    # (site, layer) -> [bool arrays (tokens, width)] of the current window
 
     def _observe(self, tensor, ask, _user_data) -> bool:
@@ -70,14 +70,13 @@ class _DecisionRecorder:
             return True  # go on computing
         n = self.ggml.ggml_nelements(tensor)
         values = np.ctypeslib.as_array(self.ggml.ggml_get_data_f32(tensor), shape=(n,))
-        occurrence = self.seen.get((kind, layer), 0)
+        # each graph has a layer's sites once each, in order: counting on wraps to the next graph's
+        occurrence = self.seen.get((kind, layer), 0) % len(_DECISION_SITES[kind])
         self.seen[(kind, layer)] = occurrence + 1
         site = _DECISION_SITES[kind][occurrence]
-        self.rows.setdefault((site, int(layer)), []).append((values != 0).reshape(self.n_tokens, -1))
+        tokens = self.ggml.ggml_nrows(tensor)
+        self.rows.setdefault((site, int(layer)), []).append((values != 0).reshape(tokens, -1))
         return True
-
-    def begin_batch(self, n_tokens: int) -> None:
-        self.n_tokens, self.seen = n_tokens, {}
 
     def end_window(self, store: dict, w: int) -> None:
         for (site, layer), rows in self.rows.items():
@@ -134,13 +133,8 @@ def main(model: str, out: str, n_batch: int, windows: str | None) -> None:
     for w, row in enumerate(rows):
         llm.reset()
         llm._ctx.kv_cache_clear()
-        if recorder is None:
-            llm.eval([int(t) for t in row])
-        else:
-            for start in range(0, len(row), n_batch):  # Llama.eval's own batches, one at a time
-                batch = [int(t) for t in row[start:start + n_batch]]
-                recorder.begin_batch(len(batch))
-                llm.eval(batch)
+        llm.eval([int(t) for t in row])
+        if recorder is not None:
             recorder.end_window(decisions, w)
         result.append(np.array(llm.scores[: len(row)], dtype=np.float32))
     np.save(out, np.stack(result))

@@ -462,54 +462,51 @@ bool ggml_cuda_op_axpy_sparse_v2(ggml_backend_cuda_context & ctx, ggml_tensor * 
     cudaStream_t stream = ctx.stream();
     const float * hd = (const float *) h->data;
     const char * w = (const char *) wt->data;
-    int threads, n_splits;
-    int64_t blocks_out, per;
-
-    if (wt->type == GGML_TYPE_I8) {
-        const ggml_type type = (ggml_type) ggml_get_op_params_i32(dst, 0);
-        const int64_t qrow = type == GGML_TYPE_Q8_0 ? n : n/2;
-        const int64_t n_cols = k / 32;
+    const bool packed = wt->type == GGML_TYPE_I8;
+    const ggml_type type = packed ? (ggml_type) ggml_get_op_params_i32(dst, 0) : wt->type;
+    dim3 block;
+    int64_t entries, per, blocks_out;  // inputs (plain) or columns of 32 inputs (packed), per split
+    if (packed) {
         // 16-byte loads of quants, scales and activations
         if (k % 32 != 0 || n % 32 != 0 || wt->nb[1] % 16 != 0 || (uintptr_t) wt->data % 16 != 0 ||
                 !sparse_aligned16(h->data, h->nb[1])) {
             return false;
         }
-        threads    = SPARSE_V2_PACKED_THREADS;
-        blocks_out = (qrow/16 + threads - 1) / threads;
-        per        = sparse_v2_per_split(n_cols, blocks_out, m, nsm, 4, SPARSE_V2_PACKED_SPLIT);
-        n_splits   = (int) ((n_cols + per - 1) / per);
-        ggml_cuda_pool_alloc<float> part(ctx.pool(), (size_t) m * n_splits * n);
-        const dim3 grid((unsigned) blocks_out, (unsigned) n_splits, (unsigned) m);
-        const dim3 block(threads, SPARSE_V2_PACKED_GROUPS);
-#define AXPY_PACKED(T) k_axpy_packed_v2<T><<<grid, block, 0, stream>>>(w, hd, part.get(), n, n_cols, wt->nb[1], h_s1, per)
+        const int64_t qrow = type == GGML_TYPE_Q8_0 ? n : n/2;
+        block   = dim3(SPARSE_V2_PACKED_THREADS, SPARSE_V2_PACKED_GROUPS);
+        entries = k / 32;
+        blocks_out = (qrow/16 + block.x - 1) / block.x;
+        per     = sparse_v2_per_split(entries, blocks_out, m, nsm, 4, SPARSE_V2_PACKED_SPLIT);
+    } else {
+        if (!sparse_is_float(type) || n % 8 != 0 || !sparse_aligned16(wt->data, wt->nb[1])) {
+            return false;  // plain 32-block quants and unaligned rows: sparse-ops.cu's kernels
+        }
+        block   = dim3(SPARSE_V2_AXPY_THREADS);
+        entries = k;
+        blocks_out = (n/8 + block.x - 1) / block.x;
+        per     = sparse_v2_per_split(entries, blocks_out, m, nsm, 64, SPARSE_V2_MAX_SPLIT);
+    }
+    const int n_splits = (int) ((entries + per - 1) / per);
+    ggml_cuda_pool_alloc<float> part(ctx.pool(), (size_t) m * n_splits * n);
+    const dim3 grid((unsigned) blocks_out, (unsigned) n_splits, (unsigned) m);
+#define AXPY_PACKED(T) k_axpy_packed_v2<T><<<grid, block, 0, stream>>>(w, hd, part.get(), n, entries, wt->nb[1], h_s1, per)
+#define AXPY_F(T)      k_axpy_f_v2<T><<<grid, block, 0, stream>>>(w, hd, part.get(), n, k, wt->nb[1], h_s1, per)
+    if (packed) {
         switch (type) {
             case GGML_TYPE_Q4_0: AXPY_PACKED(GGML_TYPE_Q4_0); break;
             case GGML_TYPE_Q4_1: AXPY_PACKED(GGML_TYPE_Q4_1); break;
             case GGML_TYPE_Q8_0: AXPY_PACKED(GGML_TYPE_Q8_0); break;
             default: GGML_ABORT("axpy_sparse: unsupported packed type");
         }
+    } else {
+        switch (type) {
+            case GGML_TYPE_F32:  AXPY_F(float);       break;
+            case GGML_TYPE_F16:  AXPY_F(half);        break;
+            case GGML_TYPE_BF16: AXPY_F(nv_bfloat16); break;
+            default: GGML_ABORT("axpy_sparse: unsupported type");
+        }
+    }
 #undef AXPY_PACKED
-        CUDA_CHECK(cudaGetLastError());
-        sparse_sum_splits(part.get(), dst, n_splits, stream);
-        return true;
-    }
-
-    if (!sparse_is_float(wt->type) || n % 8 != 0 || !sparse_aligned16(wt->data, wt->nb[1])) {
-        return false;  // plain 32-block quants and unaligned rows: sparse-ops.cu's kernels
-    }
-    threads    = SPARSE_V2_AXPY_THREADS;
-    blocks_out = (n/8 + threads - 1) / threads;
-    per        = sparse_v2_per_split(k, blocks_out, m, nsm, 64, SPARSE_V2_MAX_SPLIT);
-    n_splits   = (int) ((k + per - 1) / per);
-    ggml_cuda_pool_alloc<float> part(ctx.pool(), (size_t) m * n_splits * n);
-    const dim3 grid((unsigned) blocks_out, (unsigned) n_splits, (unsigned) m);
-#define AXPY_F(T) k_axpy_f_v2<T><<<grid, threads, 0, stream>>>(w, hd, part.get(), n, k, wt->nb[1], h_s1, per)
-    switch (wt->type) {
-        case GGML_TYPE_F32:  AXPY_F(float);       break;
-        case GGML_TYPE_F16:  AXPY_F(half);        break;
-        case GGML_TYPE_BF16: AXPY_F(nv_bfloat16); break;
-        default: GGML_ABORT("axpy_sparse: unsupported type");
-    }
 #undef AXPY_F
     CUDA_CHECK(cudaGetLastError());
     sparse_sum_splits(part.get(), dst, n_splits, stream);

@@ -120,9 +120,9 @@ class SparseForward:
     """
 
     def __init__(self, layers: list, thresholds: BakedThresholds, counters: Counters,
-                 decisions: dict | None = None):
+                 decisions: dict | None = None, check: DecisionCheck | None = None):
         self.layers, self.t, self.counters, self.handles = layers, thresholds, counters, []
-        self.decisions, self.check = decisions, DecisionCheck()
+        self.decisions, self.check = decisions, check if check is not None else DecisionCheck()
 
     def _keep(self, site: str, layer: int, x: torch.Tensor, t) -> torch.Tensor:
         if self.decisions is None:
@@ -243,16 +243,12 @@ def window_logits(model, config: BakedThresholds, windows: np.ndarray, decisions
                   check: DecisionCheck | None = None) -> np.ndarray:
     """The logits of `config`'s model for every position of each window, [n, ctx, vocab] float32:
     what the runtime should produce for the same file. With `decisions(w)` (the decisions of
-    window w, see SparseForward), those are applied, and `check` sums where they differ from the
-    thresholds' own."""
+    window w, see SparseForward), those are applied, and `check` adds up where they differ from
+    the thresholds' own."""
     out = []
     for w, row in enumerate(windows):
-        forward = SparseForward(model.layers, config, Counters(), decisions(w) if decisions else None)
+        forward = SparseForward(model.layers, config, Counters(), decisions(w) if decisions else None, check)
         with forward, torch.inference_mode():
             logits = model.model(input_ids=torch.from_numpy(row[None, :]), use_cache=False).logits
         out.append(logits[0].float().numpy())
-        if check is not None:
-            check.entries += forward.check.entries
-            check.differ += forward.check.differ
-            check.worst_gap = max(check.worst_gap, forward.check.worst_gap)
     return np.stack(out)
