@@ -35,14 +35,16 @@ def in_subprocess(model: Path, out: Path, lib_dir: Path | None = None, windows: 
 
 
 # sparse_act node names -> the sites of their occurrences in one layer, in graph order
-_DECISION_SITES = {"ffn_act_sparse": ("ffn",), "sparse_input": ("attn_q", "attn_output")}
+_DECISION_SITES = {"ffn_act_sparse": ("ffn",), "sparse_input": ("attn_q", "attn_output"),
+                   "ffn_down_sparse": ("ffn_down_in",)}
 
 
 class _DecisionRecorder:
     """An eval callback that keeps which entries every sparse_act node left non-zero: the channel
     decisions the runtime made. Nodes are named by the graph: `ffn_act_sparse-L` (FFN channels)
-    and `sparse_input-L` (a projection's input; CHESS files have two a layer, q's then the output
-    projection's, in graph order)."""
+    `sparse_input-L` (a projection's input; CHESS files have two a layer, q's then the output
+    projection's, in graph order) and `ffn_down_sparse-L` (the cut on ffn_down's input after the
+    channels, --down-sparsity)."""
 
     def __init__(self, lib_dir: Path):
         import ctypes

@@ -301,3 +301,60 @@ def test_gemma3_geglu_model_converts(tmp_path):
     assert all(abs(s - 0.5) < 0.01 for s in fields[layout.Keys.CALIB_FFN_SPARSITY].contents())
     proc = run("generate", str(out), "-p", "The capital of France is", "-n", "8", "--temp", "0")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_down_cut_zeroes_its_level_of_down_inputs_on_the_calibration_text(default_model, tmp_path):
+    """--down-sparsity: one threshold per layer on ffn_down's input beside the channel thresholds,
+    sharing ffn_down_t; the reference (the runtime's semantics) run on the calibration windows
+    zeroes that share of down's inputs."""
+    import torch
+    from ggufsparse import calib_text, reference, torch_model
+    from ggufsparse.tokenizer import gguf_tokenizer
+
+    out = tmp_path / "cut.gguf"
+    proc = run("convert", str(default_model), "-o", str(out), "--sparsity", "0.4", "--down-sparsity", "0.6", *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    reader = gguf.GGUFReader(out)
+    names = [t.name for t in reader.tensors]
+    n_layers = sum(1 for n in names if n.endswith(".ffn_gate_thr"))
+    assert n_layers == 30
+    for i in range(n_layers):
+        assert names.count(layout.FFN_DOWN_IN_THR.name(i)) == 1 and names.count(layout.FFN_DOWN_T.name(i)) == 1
+    fields = reader.fields
+    assert fields[layout.Keys.FORMAT_VERSION].contents() == 8
+    assert "ffn_down_in" in fields[layout.Keys.TARGETS].contents()
+    down_levels = fields[layout.calib_sparsity_key("ffn_down_in")].contents()
+    assert all(abs(x - 0.6) < 0.005 for x in down_levels), down_levels
+
+    tokenize, bos = gguf_tokenizer(default_model)
+    windows = calib_text.load(default_calibration_file(), tokenize, bos, 2048, 256).windows
+    model = torch_model.load(out)
+    config = reference.BakedThresholds.read(out, model.n_layers)
+    counters = reference.Counters()
+    zero0 = []  # layer 0: the share of ffn_down's input that is zero, per window
+    with reference.SparseForward(model.layers, config, counters), torch.inference_mode():
+        # registered after the reference's own hooks: sees down's input after the cut
+        hook = model.layers[0].mlp.down_proj.register_forward_pre_hook(
+            lambda _m, args: zero0.append(float((args[0] == 0).float().mean())))
+        for row in windows:
+            model.model(input_ids=torch.from_numpy(row[None, :]), use_cache=False)
+        hook.remove()
+    # layer 0 sees the same (dense) input as in calibration: its level exactly; later layers see
+    # the sparse model's hidden states, close to the dense ones the levels were set on
+    layer0 = float(np.mean(zero0))
+    print(f"down inputs zero: layer 0 {layer0:.4f}, all layers {counters.sparsity('ffn_down_in'):.4f}; "
+          f"channels {counters.sparsity('ffn'):.4f}")
+    assert abs(layer0 - 0.6) < 0.005
+    assert abs(counters.sparsity("ffn_down_in") - 0.6) < 0.03
+    assert abs(counters.sparsity("ffn") - 0.4) < 0.03
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--sparsity", "0.5", "--down-sparsity", "0.4"], "--down-sparsity"),
+    (["--sparsity", "0.5", "--down-sparsity", "1.0"], "--down-sparsity"),
+    (["--method", "teal", "--down-sparsity", "0.6"], "--down-sparsity"),
+    (["--down-sparsity", "0.6", "--allocate", "kl"], "--allocate"),
+])
+def test_bad_down_sparsity_is_one_line(default_model, tmp_path, flags, needle):
+    proc = run("convert", str(default_model), "-o", str(tmp_path / "o.gguf"), *flags, *SMALL)
+    _fails_cleanly(proc, tmp_path, set(), needle)

@@ -149,3 +149,18 @@ def test_perplexity_text_from_chosen_jsonl_documents(tmp_path):
         read_text(docs, slice(7, None))
     with pytest.raises(UserError, match="needs a .jsonl"):
         read_text(WIKI, slice(0, 2))
+
+
+def test_parameter_sparsity_counts_down_once_where_a_layer_has_channels_and_a_cut(default_model):
+    """--down-sparsity: the cut's fraction already counts the gate's zeros at down's input."""
+    from ggufsparse.param_sparsity import parameter_sparsity
+
+    n = 30  # SmolLM2's layers
+    channels = parameter_sparsity(default_model, {"ffn": {"layers": [0.4] * n}})
+    both = parameter_sparsity(default_model, {"ffn": {"layers": [0.4] * n}, "ffn_down_in": {"layers": [0.6] * n}})
+    # channels alone: 0.4 of up and of down; with the cut: 0.4 of up and 0.6 of down
+    assert both == pytest.approx(channels * (0.4 + 0.6) / (2 * 0.4))
+    # a layer without the cut keeps counting its channels for up and down
+    mixed = parameter_sparsity(default_model, {"ffn": {"layers": [0.4] * n},
+                                               "ffn_down_in": {"layers": [0.6] + [None] * (n - 1)}})
+    assert mixed == pytest.approx(channels + (channels / n) * (0.6 - 0.4) / (2 * 0.4))

@@ -90,6 +90,21 @@ def _packed(extras, trim: int = 0):
     return [extras[0], ExtraTensor(extras[1].name, data, gguf.GGMLQuantizationType.I8)]
 
 
+def _with_up_input_threshold(extras):
+    """Layer 0's CHESS extras plus TEAL's threshold on ffn_up's input and its transposed copy."""
+    from ggufsparse.models import resolve
+    from ggufsparse.transpose import transposed
+
+    up = next(t for t in gguf.GGUFReader(resolve("default")).tensors if t.name == "blk.0.ffn_up.weight")
+    data, qtype = transposed(up.data, up.tensor_type)
+    return [*extras, ExtraTensor(layout.FFN_UP_IN_THR.name(0), np.zeros(1, np.float32), gguf.GGMLQuantizationType.F32),
+            ExtraTensor(layout.FFN_UP_T.name(0), data, qtype)]
+
+
+def _down_cut(extras):
+    return [*extras, ExtraTensor(layout.FFN_DOWN_IN_THR.name(0), np.zeros(1, np.float32), gguf.GGMLQuantizationType.F32)]
+
+
 def _act_key(kind: str) -> ExtraKey:
     return ExtraKey(layout.Keys.ACTIVATION, kind, gguf.GGUFValueType.STRING)
 
@@ -131,10 +146,10 @@ MALFORMED = {
     "no format version key": (lambda e: e, [], layout.Keys.FORMAT_VERSION, "no"),
     "format version from the future": (lambda e: e, [version_key(layout.FORMAT_VERSION + 1)],
                                        layout.Keys.FORMAT_VERSION, "rebuild the runtime"),
-    "CHESS channel and TEAL input thresholds in one FFN": (
-        lambda e: [*e, ExtraTensor(layout.FFN_DOWN_IN_THR.name(0), np.zeros(1, np.float32),
-                                   gguf.GGMLQuantizationType.F32)],
-        None, layout.FFN_GATE_THR.name(0), "one kind or the other"),
+    "CHESS channel and TEAL up-input thresholds in one FFN": (_with_up_input_threshold, None,
+                                                              layout.FFN_GATE_THR.name(0), "one kind or the other"),
+    "CHESS channels and a cut on down's input in a format 7 file": (_down_cut, [version_key(7)],
+                                                                     layout.FFN_DOWN_IN_THR.name(0), "8 or later"),
     "TEAL input threshold without its transposed weight": (
         lambda e: [*e, ExtraTensor(layout.ATTN_K_THR.name(0), np.zeros(1, np.float32), gguf.GGMLQuantizationType.F32)],
         None, layout.ATTN_K_THR.name(0), "partner"),

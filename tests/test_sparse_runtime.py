@@ -194,6 +194,15 @@ def float_smollm2_chess(float_smollm2_hf, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def float_smollm2_cut(float_smollm2_hf, tmp_path_factory) -> Path:
+    """As float_smollm2_chess with the FFN split: channels at 0.4, ffn_down's input cut to 0.6."""
+    out = tmp_path_factory.mktemp("f32cut") / "cut.gguf"
+    ggufsparse("convert", str(float_smollm2_hf), "--outtype", "f32", "-o", str(out), "--sparsity", "0.4",
+               "--down-sparsity", "0.6", "--attn-sparsity", "0.5", *SMALL)
+    return out
+
+
 def _quality(logits: np.ndarray, dense: np.ndarray, windows: np.ndarray) -> tuple[float, float, float]:
     """Perplexity of the next tokens, mean KL from `dense`, top-1 agreement with `dense`."""
     scores = perplexity.Scores()
@@ -231,27 +240,32 @@ def test_runtime_computes_the_references_sparse_model_with_calibrated_thresholds
 
 
 @pytest.mark.parametrize("n_batch", [1, 512])
-def test_runtime_computes_the_references_sparse_model_given_its_channel_decisions(float_smollm2_chess, wiki_windows,
-                                                                                 n_batch, tmp_path):
+@pytest.mark.parametrize("file", ["float_smollm2_chess", "float_smollm2_cut"])
+def test_runtime_computes_the_references_sparse_model_given_its_channel_decisions(file, wiki_windows, n_batch,
+                                                                                 tmp_path, request):
     # The runtime's channel decisions (the entries each sparse_act node kept, read through
     # llama.cpp's eval callback) applied in the reference instead of its own comparisons: what
     # is left to differ is float arithmetic, so the logits must agree token by token. And the
     # decisions must be the thresholds': where the reference's own comparison differs, the value
     # sits within rounding of its threshold.
+    # The cut on ffn_down's input (--down-sparsity) is one more decided site of every layer.
+    gguf_file = request.getfixturevalue(file)
     windows, path = wiki_windows
     decisions = tmp_path / "decisions.npz"
-    runtime = logits_of.in_subprocess(float_smollm2_chess, tmp_path / "rt.npy", windows=path, n_batch=n_batch,
+    runtime = logits_of.in_subprocess(gguf_file, tmp_path / "rt.npy", windows=path, n_batch=n_batch,
                                       env={"LOGITS_KV_F32": "1", "LOGITS_DECISIONS": str(decisions)})
-    model = torch_model.load(float_smollm2_chess)
-    config = reference.BakedThresholds.read(float_smollm2_chess, model.n_layers)
+    model = torch_model.load(gguf_file)
+    config = reference.BakedThresholds.read(gguf_file, model.n_layers)
     hidden = model.model.config.hidden_size
     widths = {"ffn": len(config.ffn[0]), "attn_q": hidden, "attn_output": hidden}
+    if "ffn_down_in" in config.more:
+        widths["ffn_down_in"] = len(config.ffn[0])
     check = reference.DecisionCheck()
     ref = reference.window_logits(model, config, windows, check=check,
                                   decisions=lambda w: logits_of.read_decisions(decisions, w, widths))
     top1 = float((runtime.argmax(-1) == ref.argmax(-1)).mean())
     diff = float(np.abs(runtime - ref).max())
-    print(f"n_batch {n_batch}, {windows.size} tokens, runtime vs reference given the runtime's decisions: top-1 "
+    print(f"{file} n_batch {n_batch}, {windows.size} tokens, runtime vs reference given the runtime's decisions: top-1 "
           f"{top1:.4f}, max abs diff {diff:.3g}; decisions unlike the reference's own comparison "
           f"{check.differ}/{check.entries}, worst relative distance from the threshold {check.worst_gap:.3g}")
     assert check.entries == windows.size * model.n_layers * sum(widths.values())  # every site, every token

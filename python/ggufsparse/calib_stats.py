@@ -119,6 +119,15 @@ class BlockInputs:
 
 
 @dataclass
+class FFNInputs:
+    """The layer's FFN module and its inputs on the calibration windows, for a threshold that
+    depends on the channel thresholds (methods/down_cut.py)."""
+
+    mlp: object
+    inputs: list  # [torch.Tensor (tokens, n_embd)]
+
+
+@dataclass
 class LayerStats:
     ffn: FFNStats
     q_input: LogHistograms  # |x| at attn_q's input (also attn_k's and attn_v's), tensor-wide
@@ -126,6 +135,7 @@ class LayerStats:
     ffn_input: LogHistograms | None = None  # |x| at ffn_gate's and ffn_up's input (TEAL only)
     down_input: LogHistograms | None = None  # |h| at ffn_down's input (TEAL only)
     block: BlockInputs | None = None  # with calibrate.run_layers(keep=k)
+    ffn_inputs: FFNInputs | None = None  # with calibrate.run_layers(mlp_inputs=True)
 
 
 class LayerTaps:
@@ -142,6 +152,9 @@ class LayerTaps:
             attn.q_proj.register_forward_pre_hook(lambda _m, args: s.q_input.add(args[0])),
             attn.o_proj.register_forward_pre_hook(lambda _m, args: s.o_input.add(args[0])),
         ]
+        if s.ffn_inputs is not None:
+            self.handles.append(mlp.register_forward_pre_hook(
+                lambda _m, args: s.ffn_inputs.inputs.append(args[0].detach().reshape(-1, args[0].shape[-1]).clone())))
         if s.ffn_input is not None:
             self.handles += [
                 mlp.gate_proj.register_forward_pre_hook(lambda _m, args: s.ffn_input.add(args[0])),
@@ -154,9 +167,12 @@ class LayerTaps:
             h.remove()
 
 
-def new_layer_stats(layer, inputs: bool = False) -> LayerStats:
-    """inputs: also the histograms of the FFN projections' inputs (TEAL)."""
+def new_layer_stats(layer, inputs: bool = False, mlp_inputs: bool = False) -> LayerStats:
+    """inputs: also the histograms of the FFN projections' inputs (TEAL); mlp_inputs: keep the FFN's
+    inputs themselves (a threshold that depends on the channel thresholds, computed after them)."""
     stats = LayerStats(FFNStats(layer.mlp.up_proj.out_features), LogHistograms(1), LogHistograms(1))
     if inputs:
         stats.ffn_input, stats.down_input = LogHistograms(1), LogHistograms(1)
+    if mlp_inputs:
+        stats.ffn_inputs = FFNInputs(layer.mlp, [])
     return stats

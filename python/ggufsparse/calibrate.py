@@ -87,13 +87,14 @@ def each_layer(tm: GGUFTorchModel, windows: np.ndarray):
 
 def run_layers(tm: GGUFTorchModel, windows: np.ndarray,
                on_layer: Callable[[int, LayerStats], None], progress: Progress | None = None,
-               *, inputs: bool = False, keep: int = 0) -> None:
-    """Calls on_layer(i, stats) for each decoder layer with the statistics of its calibration pass.
-    inputs: also histogram the FFN projections' inputs; keep: stats.block holds the layer and the
-    dense hidden states entering it for the first `keep` windows."""
+               *, inputs: bool = False, keep: int = 0, mlp_inputs: bool = False) -> None:
+    """Calls on_layer(i, stats) for each decoder layer with the statistics of its calibration pass
+    (the layer still loaded). inputs: also histogram the FFN projections' inputs; keep: stats.block
+    holds the layer and the dense hidden states entering it for the first `keep` windows;
+    mlp_inputs: stats.ffn_inputs holds the FFN and its inputs for every window."""
     progress = progress or Progress()
     for i, layer, hidden, kwargs in each_layer(tm, windows):
-        stats = new_layer_stats(layer, inputs)
+        stats = new_layer_stats(layer, inputs, mlp_inputs)
         if keep:
             stats.block = BlockInputs(layer, [h.clone() for h in hidden[:keep]], kwargs)
         with LayerTaps(layer, stats):

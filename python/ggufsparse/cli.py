@@ -90,7 +90,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     recipe, recipe_model = load_recipe(args.recipe) if args.recipe else (Recipe(), None)
     recipe = recipe.override(method=args.method, sparsity=args.sparsity, attn_sparsity=args.attn_sparsity,
-                             chess_norm=args.chess_norm, calib=args.calib, calib_tokens=args.calib_tokens,
+                             chess_norm=args.chess_norm, down_sparsity=args.down_sparsity, calib=args.calib, calib_tokens=args.calib_tokens,
                              calib_seq_len=args.calib_seq_len, nm=args.nm, nm_shuffle=args.nm_shuffle,
                              nm_alpha=args.nm_alpha, nm_bins=args.nm_bins, nm_block=args.nm_block,
                              nm_passes=args.nm_passes, nm_dense_blocks=_int_tuple(args.nm_dense_blocks),
@@ -419,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sparsity of the attention q and output projection inputs in [0, 1) (default: dense); "
                    "chess+teal: TEAL's level for q, k, v and output")
     p.add_argument("--chess-norm", help="l2: m_i = E[up_i^2] as in the paper (default); l1: m_i = E|up_i|")
+    p.add_argument("--down-sparsity", type=float,
+                   help="chess, cats: also cut the down projection's input (act(gate)*up) to this level in "
+                   "[--sparsity, 1), so down skips the kept channels whose product is small too; --sparsity "
+                   "0.4 --down-sparsity 0.6 skips as many weights as --sparsity 0.5 (docs/allocation.md)")
     p.add_argument("--calib", help="calibration text, .txt or .jsonl with a \"text\" field, optionally .gz "
                    "(default: the C4 sample in ../shared/data/c4)")
     p.add_argument("--calib-tokens", type=int, help="calibration tokens (default 8192)")

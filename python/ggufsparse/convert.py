@@ -58,6 +58,11 @@ def _layer_result(stats, recipe: Recipe, ffn_level: float, attn_level: float | N
     else:
         ffn = cats.ffn_thresholds(stats.ffn, ffn_level)
     result = LayerResult(ffn.theta, ffn.sparsity)
+    if recipe.down_sparsity is not None:
+        from ggufsparse.methods.down_cut import down_input_threshold
+
+        ffn_in = stats.ffn_inputs
+        result.inputs["ffn_down_in"] = down_input_threshold(ffn_in.mlp, ffn_in.inputs, ffn.theta, recipe.down_sparsity)
     if attn_level is not None:
         result.q_threshold, result.q_sparsity = attention.input_threshold(stats.q_input, attn_level)
         result.o_threshold, result.o_sparsity = attention.input_threshold(stats.o_input, attn_level)
@@ -100,7 +105,8 @@ def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dty
     bar = tqdm(total=total, desc="calibrating", unit="win", disable=not progress)
     with bar:
         calibrate.run_layers(model, calib.windows, on_layer, calibrate.Progress(bar.update),
-                             inputs=recipe.is_teal, keep=recipe.teal_windows if recipe.is_teal else 0)
+                             inputs=recipe.is_teal, keep=recipe.teal_windows if recipe.is_teal else 0,
+                             mlp_inputs=recipe.down_sparsity is not None)
     if grid is None:
         return per_layer, calib, None
     from ggufsparse.convert_alloc import allocate_levels
@@ -117,6 +123,7 @@ def _extras(reader, results: list[LayerResult], progress: bool) -> list[ExtraTen
 
     by_name = {t.name: t for t in reader.tensors}
     out: list[ExtraTensor] = []
+    written: set[str] = set()
     for i, r in enumerate(tqdm(results, desc="transposing", unit="layer", disable=not progress)):
         pairs = [] if r.ffn_theta is None else [(layout.FFN_GATE_THR, layout.FFN_DOWN_T, r.ffn_theta)]
         if r.q_threshold is not None:
@@ -125,11 +132,14 @@ def _extras(reader, results: list[LayerResult], progress: bool) -> list[ExtraTen
         for site, (t, _) in r.inputs.items():
             pairs.append((*layout.INPUT_SITES[site], np.array([t], dtype=np.float32)))
         for thr, weight_t, values in pairs:
+            out.append(ExtraTensor(thr.name(i), values.astype(np.float32), gguf.GGMLQuantizationType.F32))
+            if weight_t.name(i) in written:
+                continue  # ffn_down_t serves the channel thresholds and the cut on down's input alike
+            written.add(weight_t.name(i))
             source = by_name.get(f"blk.{i}.{weight_t.source}")
             if source is None:
                 raise UserError(f"{reader.data.filename}: layer {i} has no {weight_t.source}")
             data, qtype = transposed(source.data, source.tensor_type)
-            out.append(ExtraTensor(thr.name(i), values.astype(np.float32), gguf.GGMLQuantizationType.F32))
             out.append(ExtraTensor(weight_t.name(i), data, qtype))
     return out
 
@@ -161,6 +171,9 @@ def _keys(recipe: Recipe, results: list[LayerResult], calib) -> list[ExtraKey]:
             ExtraKey(layout.Keys.CALIB_ATTN_OUT_SPARSITY, [float(r.o_sparsity) for r in results],
                      V.ARRAY, V.FLOAT32),
         ]
+    # per input site (TEAL's, or the cut on down's input) the level each layer reached
+    keys += [ExtraKey(layout.calib_sparsity_key(site), [float(r.inputs[site][1]) for r in results],
+                      V.ARRAY, V.FLOAT32) for site in results[0].inputs]
     if recipe.is_teal:
         from ggufsparse.convert_teal import teal_keys
 

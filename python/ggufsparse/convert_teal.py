@@ -31,14 +31,12 @@ def layer_result(stats, recipe: Recipe) -> LayerResult:
 
 
 def teal_keys(recipe: Recipe, results: list[LayerResult]) -> list[ExtraKey]:
-    """Per site the level each layer reached on calibration text, and the ggufsparse.teal.* keys."""
+    """The ggufsparse.teal.* keys (convert writes each site's calibration levels)."""
     import gguf
 
     V = gguf.GGUFValueType
-    keys = [ExtraKey(layout.calib_sparsity_key(site), [float(r.inputs[site][1]) for r in results],
-                     V.ARRAY, V.FLOAT32) for site in results[0].inputs]
     target = recipe.attn_sparsity if recipe.method == "chess+teal" else recipe.sparsity
-    return keys + [
+    return [
         ExtraKey(layout.Keys.TEAL_ALLOCATION, recipe.teal_alloc, V.STRING),
         ExtraKey(layout.Keys.TEAL_SPARSITY, target, V.FLOAT32),
         ExtraKey(layout.Keys.TEAL_BLOCK_SPARSITY, [float(r.block_level) for r in results], V.ARRAY, V.FLOAT32),

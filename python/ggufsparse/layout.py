@@ -12,7 +12,7 @@ from dataclasses import dataclass
 # Bumped when the runtime must change to read a file; the runtime refuses newer versions.
 # 3: thresholds on the inputs of every projection (TEAL); 4: ggufsparse.activation; 5: N:M packed copies;
 # 7: FFN activation predictors
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 
 
 class Keys:

@@ -36,6 +36,9 @@ class Recipe:
     sparsity: float = 0.5  # FFN: fraction of channel activations below threshold on calibration text
     attn_sparsity: float | None = None  # CHESS selective: q and output projection inputs; None = dense
     chess_norm: str = "l2"
+    # chess/cats: also threshold ffn_down's input (the products act(gate)*up of the kept channels) so
+    # that this fraction of it is zero on calibration text; >= sparsity; None = down skips what the gate does
+    down_sparsity: float | None = None
     calib: str | None = None  # file; None = the C4 sample
     calib_tokens: int = 8192
     calib_seq_len: int = 512
@@ -114,6 +117,7 @@ class Recipe:
             raise UserError("--nm-shuffle: channel shuffles need calibration statistics; not with magnitude")
         if self.nm_alpha < 0 or self.nm_bins < 2 or self.nm_block < 2 or self.nm_passes < 0:
             raise UserError("--nm-alpha must be >= 0, --nm-bins and --nm-block >= 2, --nm-passes >= 0")
+        self._validate_down()
         for name, value in (("--sparsity", self.sparsity), ("--attn-sparsity", self.attn_sparsity)):
             if value is not None and not 0.0 <= value < 1.0:
                 raise UserError(f"{name} {value}: must be in [0, 1)")
@@ -125,6 +129,17 @@ class Recipe:
             raise UserError(f"--calib-tokens {self.calib_tokens}: must be at least one sequence "
                             f"(--calib-seq-len {self.calib_seq_len})")
         return self
+
+    def _validate_down(self) -> None:
+        if self.down_sparsity is None:
+            return
+        if self.method not in FFN_METHODS:
+            raise UserError(f"--down-sparsity: for chess and cats, not --method {self.method}")
+        if not self.sparsity <= self.down_sparsity < 1.0:
+            raise UserError(f"--down-sparsity {self.down_sparsity}: must be in [--sparsity, 1) "
+                            f"(--sparsity {self.sparsity}); the gate's zero channels are already zero at down's input")
+        if self.allocate != "none":
+            raise UserError("--down-sparsity: not with --allocate kl (the allocation chooses the gate levels only)")
 
     def _validate_teal(self) -> None:
         if self.teal_alloc not in TEAL_ALLOCATIONS:
@@ -149,6 +164,8 @@ class Recipe:
                 fields_ = {k: v for k, v in fields_.items() if not k.startswith("alloc")}
             if not self.is_teal:
                 fields_ = {k: v for k, v in fields_.items() if not k.startswith("teal")}
+            if self.down_sparsity is None:
+                fields_.pop("down_sparsity")
         if self.prunes_nm:
             fields_["nm_shuffle"] = self.shuffle
             fields_["nm_storage"] = self.storage
@@ -201,7 +218,7 @@ def load_recipe(name_or_file: str) -> tuple[Recipe, str | None]:
     return Recipe(**data), model
 
 
-_FIELD_TYPES = {"method": str, "sparsity": (int, float), "attn_sparsity": (int, float), "chess_norm": str,
+_FIELD_TYPES = {"method": str, "sparsity": (int, float), "attn_sparsity": (int, float), "chess_norm": str, "down_sparsity": (int, float),
                 "calib": str, "calib_tokens": int, "calib_seq_len": int, "nm": str, "nm_shuffle": str,
                 "nm_alpha": (int, float), "nm_bins": int, "nm_block": int, "nm_passes": int,
                 "nm_dense_blocks": (list, tuple), "nm_storage": str, "allocate": str, "alloc_windows": int, "alloc_draws": int,
