@@ -114,8 +114,22 @@ def test_allocation_reads_the_calibration_file_only(default_model, tmp_path):
     assert f[K.ALLOC_WINDOWS].contents() == [4, 2]
     levels = np.array(f[K.ALLOC_FFN_LEVEL].contents())
     n_layers = f["llama.block_count"].contents()
-    assert len(levels) == n_layers and abs(levels.mean() - 0.5) <= 0.1 / n_layers + 1e-6
-    if f[K.ALLOC_USED].contents() == "allocated":
+    # the FFN splits tried (channels lower, down's input cut higher, the same weights), and the
+    # file holds whichever of uniform, allocated and the splits measured the least KL
+    assert f[K.ALLOC_SPLIT_LEVEL].contents() == pytest.approx([0.35, 0.4, 0.45])
+    kl = [*f[K.ALLOC_KL_MEASURED].contents(), *f[K.ALLOC_SPLIT_KL].contents()]
+    used = f[K.ALLOC_USED].contents()
+    assert used == ["uniform", "allocated", "split", "split", "split"][int(np.argmin(kl))]
+    down = layout.calib_sparsity_key("ffn_down_in")
+    if used == "split":
+        gate = [0.35, 0.4, 0.45][int(np.argmin(kl)) - 2]
+        assert levels == pytest.approx([gate] * n_layers)
+        np.testing.assert_allclose(f[K.CALIB_FFN_SPARSITY].contents(), gate, atol=0.01)
+        np.testing.assert_allclose(f[down].contents(), 1.0 - gate, atol=0.01)
+    else:
+        assert down not in f
+        assert len(levels) == n_layers and abs(levels.mean() - 0.5) <= 0.1 / n_layers + 1e-6
+    if used == "allocated":
         np.testing.assert_allclose(f[K.CALIB_FFN_SPARSITY].contents(), levels, atol=0.01)
     shown = subprocess.run(["ggufsparse", "inspect", str(out)], capture_output=True, text=True, check=True).stdout
     assert "allocation: kl" in shown and "windows 4..5" in shown

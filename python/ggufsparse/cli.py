@@ -114,6 +114,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         sp = [r.ffn_sparsity for r in result.layers]
         summary["ffn_sparsity_mean"] = sum(sp) / len(sp)
         parts.append(f"FFN sparsity on calibration text {summary['ffn_sparsity_mean']:.3f}")
+        if not recipe.is_teal and "ffn_down_in" in result.layers[0].inputs:
+            cut = [r.inputs["ffn_down_in"][1] for r in result.layers]
+            summary["ffn_down_in_sparsity_mean"] = sum(cut) / len(cut)
+            parts.append(f"down's input {summary['ffn_down_in_sparsity_mean']:.3f}")
     if result.layers and result.layers[0].block_level is not None:
         levels = [r.block_level for r in result.layers]
         summary["teal_block_sparsity_mean"] = sum(levels) / len(levels)
@@ -125,8 +129,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if result.allocation is not None:
         a = result.allocation
         summary["allocation"] = dataclasses.asdict(a)
+        best = min(range(len(a.split_kl)), key=a.split_kl.__getitem__, default=None)
+        split = "" if best is None else \
+            f", best FFN split {a.split_kl[best]:.4f} (channels {a.split_levels[best]:.3f})"
         what += (f"; allocation: KL on held-out calibration text {a.measured_kl[0]:.4f} uniform, "
-                 f"{a.measured_kl[1]:.4f} allocated (kept: {a.used}), {a.seconds:.0f} s")
+                 f"{a.measured_kl[1]:.4f} allocated{split} (kept: {a.used}), {a.seconds:.0f} s")
     return _print_summary(summary, args.json, what)
 
 

@@ -83,10 +83,12 @@ def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dty
     # with --allocate, every layer's thresholds at every candidate level; the allocation picks
     grid = None
     if recipe.allocate != "none":
-        from ggufsparse.convert_alloc import level_grid
+        from ggufsparse.convert_alloc import level_grid, split_levels
 
         grid = level_grid(recipe)
+        split_gate_levels = split_levels(recipe)
     per_layer: list = []
+    splits: list[dict] = []  # with --allocate: per layer, split gate level -> LayerResult with the cut
 
     def on_layer(i: int, stats) -> None:
         if recipe.is_teal:
@@ -98,20 +100,24 @@ def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dty
         elif grid is None:
             per_layer.append(_layer_result(stats, recipe, recipe.sparsity, recipe.attn_sparsity))
         else:
+            from ggufsparse.convert_alloc import split_recipe
+
             attn = recipe.attn_sparsity is not None
             per_layer.append([_layer_result(stats, recipe, x, x if attn else None) for x in grid])
+            splits.append({a: _layer_result(stats, split_recipe(recipe, a), a, recipe.attn_sparsity)
+                           for a in split_gate_levels})
 
     total = model.n_layers * len(calib.windows)
     bar = tqdm(total=total, desc="calibrating", unit="win", disable=not progress)
     with bar:
         calibrate.run_layers(model, calib.windows, on_layer, calibrate.Progress(bar.update),
                              inputs=recipe.is_teal, keep=recipe.teal_windows if recipe.is_teal else 0,
-                             mlp_inputs=recipe.down_sparsity is not None)
+                             mlp_inputs=recipe.down_sparsity is not None or grid is not None)
     if grid is None:
         return per_layer, calib, None
     from ggufsparse.convert_alloc import allocate_levels
 
-    results, report = allocate_levels(model, recipe, grid, per_layer, calib_file, (tokenize, bos), progress)
+    results, report = allocate_levels(model, recipe, grid, per_layer, splits, calib_file, (tokenize, bos), progress)
     return results, calib, report
 
 
@@ -198,6 +204,9 @@ def _allocation_keys(report, calib) -> list[ExtraKey]:
         ExtraKey(K.ALLOC_KL_MEASURED, list(report.measured_kl), V.ARRAY, V.FLOAT32),
         ExtraKey(K.ALLOC_FFN_LEVEL, report.ffn_levels, V.ARRAY, V.FLOAT32),
     ]
+    if report.split_levels:
+        keys += [ExtraKey(K.ALLOC_SPLIT_LEVEL, report.split_levels, V.ARRAY, V.FLOAT32),
+                 ExtraKey(K.ALLOC_SPLIT_KL, report.split_kl, V.ARRAY, V.FLOAT32)]
     if report.attn_q_levels is not None:
         keys += [ExtraKey(K.ALLOC_ATTN_Q_LEVEL, report.attn_q_levels, V.ARRAY, V.FLOAT32),
                  ExtraKey(K.ALLOC_ATTN_OUT_LEVEL, report.attn_out_levels, V.ARRAY, V.FLOAT32)]

@@ -6,6 +6,11 @@ follow the ones the thresholds were calibrated on; never evaluation data), what 
 site costs in KL; allocate.py picks the levels at the plain method's parameter budget. Before
 writing, the KL of the uniform and the allocated levels is measured on the same held-out windows
 with the real sparse forward, and the uniform levels are kept if the allocation does not win.
+
+Beside the per-layer levels it tries splitting each FFN's budget between its two projections: the
+channels (rows of ffn_up, columns of ffn_down) at a lower level a, and a cut on ffn_down's input
+(methods/down_cut.py) to 2 x level - a, which skips the same weights. Those candidates are
+measured the same way and the least KL of all is written.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from ggufsparse.errors import UserError
 from ggufsparse.recipe import Recipe
 
 TOP_LEVEL = 0.95  # highest level the allocation may give a site
+SPLIT_STEPS = (0.05, 0.10, 0.15)  # the FFN splits tried: the channels' level lowered by these
 
 
 def level_grid(recipe: Recipe) -> np.ndarray:
@@ -27,6 +33,19 @@ def level_grid(recipe: Recipe) -> np.ndarray:
     if recipe.attn_sparsity is not None:
         levels.append([recipe.attn_sparsity])
     return np.unique(np.round(np.concatenate(levels), 6))
+
+
+def split_levels(recipe: Recipe) -> list[float]:
+    """The channel levels of the FFN splits to try (the cut on down's input at 2 x --sparsity - each)."""
+    s = recipe.sparsity
+    return [round(s - step, 6) for step in SPLIT_STEPS if s - step >= 0 and 2 * s - (s - step) <= TOP_LEVEL]
+
+
+def split_recipe(recipe: Recipe, gate_level: float) -> Recipe:
+    """The recipe of one split: channels at gate_level, down's input cut to 2 x --sparsity - gate_level."""
+    from dataclasses import replace
+
+    return replace(recipe, down_sparsity=round(2 * recipe.sparsity - gate_level, 6))
 
 
 @dataclass
@@ -39,8 +58,10 @@ class AllocationReport:
     windows: int
     predicted_kl: tuple[float, float]  # (uniform, allocated), from the sensitivity table
     measured_kl: tuple[float, float]  # (uniform, allocated), sparse forward on the same windows
-    used: str  # "allocated", or "uniform" when the allocation did not lower the measured KL
+    used: str  # "allocated", "split", or "uniform" when neither lowered the measured KL
     seconds: float
+    split_levels: list[float]  # the FFN splits tried (channel levels), and their measured KL
+    split_kl: list[float]
 
 
 def heldout_windows(calib_file, tok, recipe: Recipe) -> tuple[np.ndarray, int]:
@@ -61,8 +82,9 @@ def heldout_windows(calib_file, tok, recipe: Recipe) -> tuple[np.ndarray, int]:
 def _baked(name: str, results: list):
     from ggufsparse.reference import BakedThresholds
 
+    more = {"ffn_down_in": [r.inputs["ffn_down_in"][0] for r in results]} if "ffn_down_in" in results[0].inputs else {}
     return BakedThresholds(name, None, [r.ffn_theta for r in results], [r.q_threshold for r in results],
-                           [r.o_threshold for r in results])
+                           [r.o_threshold for r in results], more)
 
 
 # per site kind (sensitivity.FFN, ATTN_Q, ATTN_OUT): the LayerResult fields of its threshold and sparsity
@@ -86,10 +108,11 @@ def _site_thresholds(grids: list[list], site) -> np.ndarray:
     return np.stack([np.asarray(getattr(r, _FIELDS[site.kind][0]), dtype=np.float32) for r in grids[site.layer]])
 
 
-def allocate_levels(tm, recipe: Recipe, grid: np.ndarray, grids: list[list], calib_file, tok,
+def allocate_levels(tm, recipe: Recipe, grid: np.ndarray, grids: list[list], splits: list[dict], calib_file, tok,
                     progress: bool) -> tuple[list, AllocationReport]:
     """(one LayerResult per layer at the chosen levels, the report). grids[i][j]: layer i's
-    LayerResult at level grid[j]. tm: the model the statistics came from (reloaded whole here)."""
+    LayerResult at level grid[j]; splits[i][a]: layer i's with the channels at a and the cut on down's
+    input (split_recipe). tm: the model the statistics came from (reloaded whole here)."""
     from tqdm import tqdm
 
     from ggufsparse import allocate, reference, sensitivity
@@ -109,11 +132,16 @@ def allocate_levels(tm, recipe: Recipe, grid: np.ndarray, grids: list[list], cal
                         for s in sites])
     chosen = allocate.lagrangian(table, uniform)
     results = {"uniform": _pick(grids, sites, uniform), "allocated": _pick(grids, sites, chosen.levels)}
+    gate_levels = sorted(splits[0]) if splits else []
+    results |= {f"split {a}": [layer[a] for layer in splits] for a in gate_levels}
     configs = [reference.BakedThresholds.dense(tm.n_layers)] + [_baked(k, v) for k, v in results.items()]
     quality = reference.evaluate(tm, configs, windows, progress=progress)
-    measured = tuple(q.kl_sum / q.n for q in quality[1:])
-    used = "allocated" if measured[1] < measured[0] else "uniform"
+    kl = {name: q.kl_sum / q.n for name, q in zip(results, quality[1:])}
+    best = min(kl, key=kl.get)  # ties: the earlier, uniform before allocated before the splits
+    used = best.split()[0]
     fractions = grid[chosen.levels if used == "allocated" else uniform]
+    if used == "split":
+        fractions = np.where([s.kind == sensitivity.FFN for s in sites], float(best.split()[1]), fractions)
 
     def of(kind: str) -> list[float] | None:
         values = [float(x) for s, x in zip(sites, fractions) if s.kind == kind]
@@ -122,5 +150,6 @@ def allocate_levels(tm, recipe: Recipe, grid: np.ndarray, grids: list[list], cal
     params = np.array([s.params for s in sites], dtype=np.float64)
     report = AllocationReport(of(sensitivity.FFN), of(sensitivity.ATTN_Q), of(sensitivity.ATTN_OUT),
                               float((params * grid[uniform]).sum() / params.sum()), first, len(windows),
-                              (chosen.uniform_kl, chosen.predicted_kl), measured, used, time.monotonic() - start)
-    return results[used], report
+                              (chosen.uniform_kl, chosen.predicted_kl), (kl["uniform"], kl["allocated"]), used,
+                              time.monotonic() - start, gate_levels, [kl[f"split {a}"] for a in gate_levels])
+    return results[best], report

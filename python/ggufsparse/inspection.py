@@ -51,6 +51,8 @@ def describe(path: Path) -> dict:
             "budget": value(layout.Keys.ALLOC_BUDGET), "file": value(layout.Keys.ALLOC_FILE),
             "sha256": value(layout.Keys.ALLOC_SHA256), "windows": value(layout.Keys.ALLOC_WINDOWS),
             "kl_predicted": value(layout.Keys.ALLOC_KL_PREDICTED), "kl_measured": value(layout.Keys.ALLOC_KL_MEASURED),
+            "splits": {"gate_level": value(layout.Keys.ALLOC_SPLIT_LEVEL) or [],
+                       "kl_measured": value(layout.Keys.ALLOC_SPLIT_KL) or []},
             "levels": {"ffn": value(layout.Keys.ALLOC_FFN_LEVEL), "attn_q": value(layout.Keys.ALLOC_ATTN_Q_LEVEL),
                        "attn_output": value(layout.Keys.ALLOC_ATTN_OUT_LEVEL)}},
         "activation": None if value(layout.Keys.ACTIVATION) is None else {
@@ -87,11 +89,14 @@ def _sparsity_lines(sp: dict) -> list[str]:
 def _allocation_lines(a: dict) -> list[str]:
     first, count = a["windows"]
     pred, meas = a["kl_predicted"], a["kl_measured"]
-    kept = "as allocated" if a["used"] == "allocated" else "uniform (the allocation did not win)"
+    kept = {"allocated": "as allocated", "split": "uniform, the FFN split between channels and down's input"}.get(
+        a["used"], "uniform (neither the allocation nor a split won)")
+    splits = a["splits"]
+    tried = ", ".join(f"channels {g:.3f} {kl:.4f}" for g, kl in zip(splits["gate_level"], splits["kl_measured"]))
     return [f"  allocation: {a['method']}, {100 * a['budget']:.1f}% of the sparse weights skipped; levels {kept}",
             f"    sensitivity text: {a['file']} windows {first}..{first + count - 1} (held out from calibration)",
             (f"    KL to dense there: uniform {meas[0]:.4f}, allocated {meas[1]:.4f} "
-             f"(predicted {pred[0]:.4f}, {pred[1]:.4f})")]
+             f"(predicted {pred[0]:.4f}, {pred[1]:.4f})")] + ([f"    FFN splits: {tried}"] if tried else [])
 
 
 def _nm_lines(nm: dict) -> list[str]:

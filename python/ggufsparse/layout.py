@@ -30,7 +30,7 @@ class Keys:
     CALIB_ATTN_OUT_SPARSITY = "ggufsparse.calibration.attn_output_sparsity"
     # --allocate kl: per-site levels chosen by end-to-end KL on held-out calibration text
     ALLOC_METHOD = "ggufsparse.allocation.method"  # str: kl
-    ALLOC_USED = "ggufsparse.allocation.used"  # str: allocated, or uniform when the allocation lost
+    ALLOC_USED = "ggufsparse.allocation.used"  # str: allocated, split, or uniform when neither won
     ALLOC_BUDGET = "ggufsparse.allocation.budget"  # f32: fraction of the sparse sites' weights skipped
     ALLOC_FILE = "ggufsparse.allocation.file"  # str: the sensitivity text's file (the calibration file)
     ALLOC_SHA256 = "ggufsparse.allocation.sha256"  # str
@@ -39,6 +39,9 @@ class Keys:
     ALLOC_KL_MEASURED = "ggufsparse.allocation.kl_measured"  # [f32 uniform, allocated] on those windows
     # [f32] per layer: the chosen level (fraction of inputs dropped on calibration text)
     ALLOC_FFN_LEVEL = "ggufsparse.allocation.ffn_level"
+    # [f32] the FFN splits tried: gate (channel) levels, each with down's input cut to 2 x budget - level
+    ALLOC_SPLIT_LEVEL = "ggufsparse.allocation.split_level"
+    ALLOC_SPLIT_KL = "ggufsparse.allocation.split_kl"  # [f32] their KL on the sensitivity windows
     ALLOC_ATTN_Q_LEVEL = "ggufsparse.allocation.attn_q_level"
     ALLOC_ATTN_OUT_LEVEL = "ggufsparse.allocation.attn_output_level"
     # N:M weight pruning (methods magnitude, wanda, esparse)
