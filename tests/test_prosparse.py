@@ -16,7 +16,7 @@ import pytest
 import torch
 from ggufsparse import activation, layout, perplexity, reference, torch_model
 from ggufsparse.errors import UserError
-from ggufsparse.prosparse import export, schedule
+from ggufsparse.prosparse import anneal, export, schedule
 from ggufsparse.prosparse.recipe import FinetuneRecipe
 from ggufsparse.prosparse.train import distilled_loss, evaluate, train, trainable
 
@@ -66,7 +66,8 @@ def test_recipe_stages_scale_the_papers_7b_schedule():
 
 @pytest.mark.parametrize("bad", [{"steps": 0}, {"lr": 0.0}, {"fatrelu": -0.1}, {"stages": ((0.1, 0.5), (0.2, 0.4))},
                                  {"stages": ((0.1, 0.5),)}, {"stages": ((-1.0, 1.0),)}, {"method": "cats"},
-                                 {"distill": 1.5}, {"distill": -0.1}])
+                                 {"distill": 1.5}, {"distill": -0.1}, {"relu_anneal": 1.5},
+                                 {"relu_anneal": float("nan")}])
 def test_bad_recipes_are_user_errors(bad):
     with pytest.raises(UserError):
         FinetuneRecipe(**bad).validate()
@@ -146,6 +147,43 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path):
     resumed, resumed_layers = tiny_model()
     r2 = train(resumed, resumed_layers, data, held, recipe, tmp_path / "part.ckpt", progress=False, log=lambda m: None)
     assert r2.resumed_from == 3 and r2.steps == 6
+    for (n, a), (_, b) in zip(trainable(whole), trainable(resumed)):
+        assert torch.equal(a, b), n
+    assert [h.loss for h in r2.history] == [h.loss for h in r_whole.history]
+
+
+def test_relu_anneal_moves_linearly_from_the_own_activation_to_relu():
+    assert [anneal.alpha_at(s, 0.5, 8) for s in (0, 1, 2, 4, 5, 8)] == [0.0, 0.25, 0.5, 1.0, 1.0, 1.0]
+    assert anneal.alpha_at(0, 0.0, 8) == 1.0  # no anneal: ReLU from the start
+    x = torch.linspace(-4, 4, 101)
+    (blend,) = anneal.install(tiny_model()[1][:1])
+    silu = torch.nn.functional.silu(x)
+    for alpha, want in ((0.0, silu), (0.25, 0.75 * silu + 0.25 * torch.relu(x)), (1.0, torch.relu(x))):
+        blend.alpha = alpha
+        assert torch.allclose(blend(x), want, atol=1e-6), alpha
+    blend.alpha = 1.0
+    assert torch.equal(blend(x), torch.relu(x))  # exactly ReLU once the anneal is over
+
+
+def test_an_annealed_run_starts_at_the_original_ends_at_relu_and_resumes_exactly(tmp_path):
+    recipe = tiny_recipe(stages=((0.0, 0.34), (0.5, 1.0)), relu_anneal=0.5)
+    data, held = tiny_windows(12), tiny_windows(2, seed=2)
+    original, original_layers = tiny_model()
+    silu_loss = evaluate(original, original_layers, held, 0.0)[0]
+    whole, whole_layers = tiny_model()
+    r_whole = train(whole, whole_layers, data, held, recipe, tmp_path / "whole.ckpt", progress=False, log=lambda m: None)
+    # step 0 is the original (SiLU) model; at the end every FFN computes ReLU
+    assert r_whole.history[0].loss == silu_loss and r_whole.history[0].sparsity == 0.0
+    x = torch.randn(64)
+    assert all(torch.equal(layer.mlp.act_fn(x), torch.relu(x)) for layer in whole_layers)
+    assert r_whole.history[-1].sparsity > 0.2
+
+    part, part_layers = tiny_model()
+    train(part, part_layers, data, held, recipe, tmp_path / "part.ckpt", stop_after=2, progress=False,
+          log=lambda m: None)  # stops inside the anneal (3 steps)
+    resumed, resumed_layers = tiny_model()
+    r2 = train(resumed, resumed_layers, data, held, recipe, tmp_path / "part.ckpt", progress=False, log=lambda m: None)
+    assert r2.resumed_from == 2
     for (n, a), (_, b) in zip(trainable(whole), trainable(resumed)):
         assert torch.equal(a, b), n
     assert [h.loss for h in r2.history] == [h.loss for h in r_whole.history]

@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
     p.add_argument("--distill", type=float, help="weight in [0, 1] of distillation from the original model (KL to its "
                    "next-token distribution) in place of cross-entropy (default 0: the paper's loss); costs one "
                    "more forward a step and a second copy of the model in memory")
+    p.add_argument("--relu-anneal", type=float, metavar="F", help="blend the model's own activation into ReLU "
+                   "linearly over the first fraction F of the steps instead of swapping at step 0 (default 0: the "
+                   "paper's swap; not in the paper, see docs/prosparse.md)")
     p.add_argument("--seed", type=int, help="seed of the data order and the initialisation (default 0)")
     p.add_argument("--outtype", default="auto", help="type of the trained weights: auto (default: the source's if it "
                    "is f32, f16, bf16 or q8_0, else q8_0), source (the source's own, e.g. Q4_1: see docs/prosparse.md "
@@ -55,7 +58,7 @@ def _cmd_finetune(args) -> int:
     recipe = recipe.override(method=args.method, data=args.data, steps=args.steps, batch=args.batch,
                              seq_len=args.seq_len, lr=args.lr, fatrelu=args.fatrelu, save_every=args.save_every,
                              eval_windows=args.eval_windows, seed=args.seed,
-                             distill=args.distill).validate()
+                             distill=args.distill, relu_anneal=args.relu_anneal).validate()
     if args.stop_after is not None and args.stop_after < 1:
         raise UserError("--stop-after must be at least 1")
     name = args.model or recipe_model

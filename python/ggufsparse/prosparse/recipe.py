@@ -33,6 +33,9 @@ class FinetuneRecipe:
     # weight of distillation from the original (SiLU) model in place of cross-entropy:
     # loss = (1 - distill) * CE + distill * KL(original || trained) + lambda * L1. 0: the paper's loss
     distill: float = 0.0
+    # fraction of the run over which the activation moves linearly from the model's own to ReLU
+    # (prosparse/anneal.py; not in the paper). 0: the paper's swap at step 0
+    relu_anneal: float = 0.0
 
     def validate(self) -> FinetuneRecipe:
         if self.method != "prosparse":
@@ -51,6 +54,8 @@ class FinetuneRecipe:
                                 (" above 0" if name == "lr" else " >= 0"))
         if not (math.isfinite(self.distill) and 0 <= self.distill <= 1):
             raise UserError(f"--distill {self.distill}: must be between 0 and 1")
+        if not (math.isfinite(self.relu_anneal) and 0 <= self.relu_anneal <= 1):
+            raise UserError(f"--relu-anneal {self.relu_anneal}: must be between 0 and 1")
         fracs = [f for _, f in self.stages]
         if any(not 0 < b <= 1 for b in fracs) or fracs != sorted(set(fracs)) or fracs[-1] != 1.0:
             raise UserError("stages: each ends at an increasing fraction of the run in (0, 1], the last at 1")
@@ -76,7 +81,8 @@ class FinetuneRecipe:
 
 _TYPES = {"method": str, "stages": list, "steps": int, "batch": int, "seq_len": int, "lr": (int, float),
           "warmup_steps": int, "weight_decay": (int, float), "grad_clip": (int, float), "fatrelu": (int, float),
-          "save_every": int, "eval_windows": int, "seed": int, "data": str, "distill": (int, float)}
+          "save_every": int, "eval_windows": int, "seed": int, "data": str, "distill": (int, float),
+          "relu_anneal": (int, float)}
 
 
 def load(name_or_file: str) -> tuple[FinetuneRecipe, str | None]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ggufsparse.activation import Activation, install
 from ggufsparse.errors import UserError
-from ggufsparse.prosparse import schedule
+from ggufsparse.prosparse import anneal, schedule
 from ggufsparse.prosparse.recipe import FinetuneRecipe
 
 CHECKPOINT_FORMAT = 1
@@ -185,7 +185,15 @@ def train(model, layers, train_windows: np.ndarray, eval_windows: np.ndarray, re
     stages = recipe.schedule()
     stage_ends = {s.end for s in stages}
     torch.manual_seed(recipe.seed)
-    install(layers, Activation("relu"))
+    # ReLU at once (the paper), or blended in over the first relu_anneal of the run
+    if recipe.relu_anneal > 0:
+        blends = anneal.install(layers)
+    else:
+        install(layers, Activation("relu"))
+        blends = []
+
+    def set_step(step: int) -> None:
+        anneal.set_alpha(blends, anneal.alpha_at(step, recipe.relu_anneal, recipe.steps))
     params = trainable(model)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -208,6 +216,7 @@ def train(model, layers, train_windows: np.ndarray, eval_windows: np.ndarray, re
         log(f"resuming from {checkpoint} at step {start} of {recipe.steps}")
 
     def point(step: int) -> StagePoint:
+        set_step(step)
         model.eval()
         loss, sp, sp_t, layer_sp = evaluate(model, layers, eval_windows, recipe.fatrelu)
         model.train()
@@ -226,6 +235,7 @@ def train(model, layers, train_windows: np.ndarray, eval_windows: np.ndarray, re
     with bar, recording(layers, tape):
         for step in range(start, end):
             lam = schedule.factor(stages, step)
+            set_step(step)
             for g in opt.param_groups:
                 g["lr"] = recipe.lr * min(1.0, (step + 1) / recipe.warmup_steps) if recipe.warmup_steps else recipe.lr
             ids = torch.from_numpy(np.asarray(batch_at(train_windows, recipe, step), dtype=np.int64)).to(device)
@@ -255,6 +265,7 @@ def train(model, layers, train_windows: np.ndarray, eval_windows: np.ndarray, re
                     f"(<= {recipe.fatrelu}: {h.sparsity_at_threshold:.3f})")
             if done % recipe.save_every == 0 or done == end:
                 save(done)
+    set_step(end)
     model.eval()
     return TrainResult(end, end * recipe.batch * train_windows.shape[1], history, start)
 
