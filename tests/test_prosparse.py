@@ -392,9 +392,15 @@ def test_finetune_cli_trains_resumes_and_exports_in_the_source_types(default_mod
     assert after["blk.0.attn_norm.weight"].tensor_type == before["blk.0.attn_norm.weight"].tensor_type
     # the same checkpoint exported in the source's own types: no training, every type kept
     same = tmp_path / "q41.gguf"
-    third = ggufsparse(*args[:3], str(same), *args[4:], "--outtype", "source", "--checkpoint", str(out) + ".ckpt")
+    third = ggufsparse(*args[:3], str(same), *args[4:], "--outtype", "source", "--checkpoint", str(out) + ".ckpt",
+                       "--fatrelu", "0.2")
     assert third.returncode == 0, third.stderr
     assert json.loads(third.stdout)["resumed_from"] == 6
+    # a higher threshold at export: more of the held-out activations at or below it, and the file says so
+    assert json.loads(third.stdout)["held_out_ffn_sparsity"] > summary["held_out_ffn_sparsity"] > 0.3
+    assert float(gguf.GGUFReader(same).fields[layout.Keys.ACTIVATION_THRESHOLD].contents()) == pytest.approx(0.2)
+    calib = [np.mean(gguf.GGUFReader(f).fields[layout.Keys.CALIB_FFN_SPARSITY].contents()) for f in (out, same)]
+    assert calib[1] == pytest.approx(json.loads(third.stdout)["held_out_ffn_sparsity"], abs=1e-6) and calib[1] > calib[0]
     for name, t in before.items():
         assert {t.name: t for t in gguf.GGUFReader(same).tensors}[name].tensor_type == t.tensor_type, name
     assert np.array_equal(after["token_embd.weight"].data, before["token_embd.weight"].data)  # frozen

@@ -73,6 +73,7 @@ def _cmd_finetune(args) -> int:
                "steps": r.result.steps, "tokens": r.result.tokens, "resumed_from": r.result.resumed_from,
                "seconds": round(r.seconds, 1), "device": r.device,
                "activation": {"kind": r.activation.kind, "threshold": r.activation.threshold},
+               "held_out_ffn_sparsity": r.export_sparsity,
                "history": [{"step": p.step, "lambda": p.lam, "held_out_ppl": p.ppl, "sparsity": p.sparsity,
                             "sparsity_at_threshold": p.sparsity_at_threshold} for p in h]}
     if args.json:
@@ -80,5 +81,5 @@ def _cmd_finetune(args) -> int:
     elif summary["output"]:
         print(f"wrote {r.output}: {r.activation.kind} (threshold {r.activation.threshold}), {r.result.steps} steps, "
               f"{r.result.tokens} tokens, {r.seconds:.0f} s on {r.device}; held-out ppl {h[0].ppl:.2f} -> "
-              f"{h[-1].ppl:.2f}, FFN sparsity {h[-1].sparsity_at_threshold:.3f}")
+              f"{h[-1].ppl:.2f}, FFN sparsity {r.export_sparsity:.3f} at threshold {r.activation.threshold}")
     return 0

@@ -14,7 +14,7 @@ from ggufsparse.errors import UserError
 from ggufsparse.gguf_io import ExtraKey, check_writable, write_atomic
 from ggufsparse.prosparse import data, export
 from ggufsparse.prosparse.recipe import FinetuneRecipe
-from ggufsparse.prosparse.train import TrainResult, train, trainable
+from ggufsparse.prosparse.train import TrainResult, evaluate, train, trainable
 
 
 @dataclass
@@ -25,6 +25,8 @@ class FinetuneResult:
     activation: Activation
     seconds: float
     device: str
+    # held-out fraction of act(gate) at or below the exported threshold (None before the last step)
+    export_sparsity: float | None = None
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -67,8 +69,9 @@ def finetune(source: Path, out: Path, recipe: FinetuneRecipe, *, checkpoint: Pat
     import gguf
 
     V = gguf.GGUFValueType
-    last = result.history[-1]
-    keys = export.activation_keys(act, "prosparse", last.layer_sparsity) + [
+    # the history counted at the threshold of the run that trained; the export may pick another
+    _, _, export_sparsity, layer_sparsity = evaluate(tm.model, tm.layers, text.held_out, act.threshold)
+    keys = export.activation_keys(act, "prosparse", layer_sparsity) + [
         ExtraKey(layout.Keys.RECIPE, recipe.to_json(), V.STRING),
         ExtraKey(layout.Keys.FINETUNE_STEPS, result.steps, V.UINT64),
         ExtraKey(layout.Keys.FINETUNE_TOKENS, result.tokens, V.UINT64),
@@ -79,5 +82,4 @@ def finetune(source: Path, out: Path, recipe: FinetuneRecipe, *, checkpoint: Pat
     export.write(tm, out, act, names, keys, force=force, progress=progress, outtype=outtype)
     history = [{**asdict(h), "ppl": h.ppl} for h in result.history]
     write_atomic(out.with_name(out.name + ".history.json"), json.dumps(history, indent=1))
-    return FinetuneResult(out, checkpoint, result, act, time.time() - t0,
-                          device)
+    return FinetuneResult(out, checkpoint, result, act, time.time() - t0, device, export_sparsity)
