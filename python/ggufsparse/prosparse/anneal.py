@@ -7,18 +7,15 @@ alone takes held-out perplexity from 30.6 to 5738). From a = 1 on the activation
 from __future__ import annotations
 
 
-def anneal_steps(relu_anneal: float, steps: int) -> int:
-    return round(relu_anneal * steps)
-
-
 def alpha_at(step: int, relu_anneal: float, steps: int) -> float:
     """The share of ReLU in the activation at `step` (0-based; 1 throughout when relu_anneal is 0)."""
-    n = anneal_steps(relu_anneal, steps)
+    n = round(relu_anneal * steps)
     return 1.0 if n == 0 else min(1.0, step / n)
 
 
 def blend_module(own):
-    """A torch module mixing `own` (the model's activation module) with ReLU; set `.alpha`."""
+    """A torch module mixing `own` (the model's activation module) with ReLU; set `.alpha`. At
+    alpha 1 it is ReLU exactly, which is how the paper's swap at step 0 runs too."""
     import torch
 
     class ReLUBlend(torch.nn.Module):

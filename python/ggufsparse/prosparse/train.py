@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ggufsparse.activation import Activation, install
 from ggufsparse.errors import UserError
 from ggufsparse.prosparse import anneal, schedule
 from ggufsparse.prosparse.recipe import FinetuneRecipe
@@ -185,12 +184,8 @@ def train(model, layers, train_windows: np.ndarray, eval_windows: np.ndarray, re
     stages = recipe.schedule()
     stage_ends = {s.end for s in stages}
     torch.manual_seed(recipe.seed)
-    # ReLU at once (the paper), or blended in over the first relu_anneal of the run
-    if recipe.relu_anneal > 0:
-        blends = anneal.install(layers)
-    else:
-        install(layers, Activation("relu"))
-        blends = []
+    # ReLU at once (the paper: alpha 1 from step 0), or blended in over the first relu_anneal of the run
+    blends = anneal.install(layers)
 
     def set_step(step: int) -> None:
         anneal.set_alpha(blends, anneal.alpha_at(step, recipe.relu_anneal, recipe.steps))
