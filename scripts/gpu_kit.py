@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ggufsparse.gguf_io import copy_field, open_reader
-from ggufsparse.models import resolve
+from ggufsparse.format.gguf_io import copy_field, open_reader
+from ggufsparse.models.known import resolve
 from ggufsparse.paths import cache_dir
 from ggufsparse.runtime import sdist, source
 from ggufsparse.runtime.build import python_version_string

@@ -20,10 +20,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from ggufsparse import layout
-from ggufsparse.convert import LayerResult, _extras
 from ggufsparse.errors import UserError
-from ggufsparse.gguf_io import ExtraKey, check_writable, field_types, open_reader, write_with_extras
+from ggufsparse.format import layout
+from ggufsparse.format.gguf_io import ExtraKey, check_writable, field_types, open_reader, write_with_extras
+from ggufsparse.pipeline.convert import _extras
+from ggufsparse.pipeline.results import LayerResult
 
 PREFIX = "ggufsparse."
 

@@ -18,12 +18,16 @@ import numpy as np
 
 
 def main() -> None:
-    from ggufsparse import calib_text, calibrate, models, reference, sensitivity
-    from ggufsparse.convert import _layer_result
-    from ggufsparse.convert_alloc import heldout_windows
-    from ggufsparse.recipe import Recipe
-    from ggufsparse.tokenizer import gguf_tokenizer
-    from ggufsparse.torch_model import GGUFTorchModel
+    from ggufsparse.calib import layers as calibrate
+    from ggufsparse.calib import text as calib_text
+    from ggufsparse.models import known as models
+    from ggufsparse.models.tokenizer import gguf_tokenizer
+    from ggufsparse.models.torch_model import GGUFTorchModel
+    from ggufsparse.pipeline.convert import _layer_result
+    from ggufsparse.pipeline.convert_alloc import heldout_windows
+    from ggufsparse.pipeline.recipe import Recipe
+    from ggufsparse.reference import sensitivity
+    from ggufsparse.reference import sparse_forward as reference
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
@@ -72,7 +76,7 @@ def main() -> None:
     print(f"time: sensitivity table {predict_s:.0f} s, measured table {measure_s:.0f} s")
     # the most any allocation of these levels can gain if the layers' KL added up
     if 0.5 in levels:
-        from ggufsparse.allocate import lagrangian
+        from ggufsparse.reference.allocate import lagrangian
 
         half = np.full(len(sites), 1 + int(np.flatnonzero(levels == 0.5)[0]))
         for name, kl in (("measured", measured), ("predicted", predicted)):

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from ggufsparse.models import resolve
+from ggufsparse.models.known import resolve
 from ggufsparse.runtime import locate
 
 

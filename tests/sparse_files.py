@@ -6,8 +6,8 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-from ggufsparse import layout
-from ggufsparse.gguf_io import ExtraKey, ExtraTensor, write_with_extras
+from ggufsparse.format import layout
+from ggufsparse.format.gguf_io import ExtraKey, ExtraTensor, write_with_extras
 
 
 def tensor(reader: gguf.GGUFReader, name: str):

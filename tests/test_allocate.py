@@ -10,12 +10,15 @@ import subprocess
 import gguf
 import numpy as np
 import pytest
-from ggufsparse import allocate, calib_text, calibrate, layout, reference, sensitivity
-from ggufsparse.convert import _layer_result
-from ggufsparse.recipe import Recipe
-from ggufsparse.sensitivity import Sensitivity, Site
-from ggufsparse.tokenizer import gguf_tokenizer
-from ggufsparse.torch_model import GGUFTorchModel
+from ggufsparse.calib import layers as calib_layers
+from ggufsparse.calib import text as calib_text
+from ggufsparse.format import layout
+from ggufsparse.models.tokenizer import gguf_tokenizer
+from ggufsparse.models.torch_model import GGUFTorchModel
+from ggufsparse.pipeline.convert import _layer_result
+from ggufsparse.pipeline.recipe import Recipe
+from ggufsparse.reference import allocate, sensitivity, sparse_forward
+from ggufsparse.reference.sensitivity import Sensitivity, Site
 
 GRID = np.round(np.arange(0, 0.951, 0.025), 6)
 HALF = int(np.flatnonzero(GRID == 0.5)[0])
@@ -60,7 +63,7 @@ def test_gradient_sensitivity_matches_measured_kl(default_model):
     text = calib_text.load(calib_text.default_calibration_file(), tokenize, bos, 3 * 256, 256).windows
     tm = GGUFTorchModel(default_model)
     grids = []
-    calibrate.run_layers(tm, text[:2], lambda i, stats: grids.append(_layer_result(stats, recipe, 0.5, None)))
+    calib_layers.run_layers(tm, text[:2], lambda i, stats: grids.append(_layer_result(stats, recipe, 0.5, None)))
     tm.load_all()
     held = text[2:]
     sites = [s for s in sensitivity.sites_of(tm, (sensitivity.FFN,)) if s.layer in (2, 20)]
@@ -68,9 +71,9 @@ def test_gradient_sensitivity_matches_measured_kl(default_model):
     thresholds = [np.stack([np.zeros_like(grids[s.layer].ffn_theta), grids[s.layer].ffn_theta]) for s in sites]
     table = sensitivity.measure(tm, held, sites, thresholds, levels, draws=16)
     for n, site in enumerate(sites):
-        only = reference.BakedThresholds.dense(tm.n_layers)
+        only = sparse_forward.BakedThresholds.dense(tm.n_layers)
         only.ffn[site.layer] = grids[site.layer].ffn_theta
-        _, sparse = reference.evaluate(tm, [reference.BakedThresholds.dense(tm.n_layers), only], held,
+        _, sparse = sparse_forward.evaluate(tm, [sparse_forward.BakedThresholds.dense(tm.n_layers), only], held,
                                            progress=False)
         measured = sparse.kl_sum / sparse.n
         predicted = table.kl[n, 1]
@@ -81,7 +84,7 @@ def test_gradient_sensitivity_matches_measured_kl(default_model):
 def test_heldout_windows_follow_the_calibration_windows(default_model):
     tok = gguf_tokenizer(default_model)
     recipe = Recipe(calib_tokens=512, calib_seq_len=128, alloc_windows=3)
-    from ggufsparse.convert_alloc import heldout_windows
+    from ggufsparse.pipeline.convert_alloc import heldout_windows
 
     path = calib_text.default_calibration_file()
     held, first = heldout_windows(path, tok, recipe)

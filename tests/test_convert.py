@@ -12,8 +12,8 @@ import gguf
 import logits_of
 import numpy as np
 import pytest
-from ggufsparse import layout
-from ggufsparse.calib_text import default_calibration_file
+from ggufsparse.calib.text import default_calibration_file
+from ggufsparse.format import layout
 from packed_layout import unpack
 
 pytestmark = [pytest.mark.runtime, pytest.mark.model]
@@ -236,7 +236,7 @@ def test_already_converted_input_is_refused(converted, tmp_path):
 def hf_folder(default_model, tmp_path_factory):
     """A safetensors checkpoint written by transformers from the default model's weights."""
     import torch
-    from ggufsparse import torch_model
+    from ggufsparse.models import torch_model
     from transformers import AutoTokenizer
 
     folder = tmp_path_factory.mktemp("hf") / "smollm2"
@@ -279,7 +279,7 @@ def test_folder_without_config_is_refused(tmp_path):
 def test_gemma3_geglu_model_converts(tmp_path):
     """The second architecture: tanh-GELU gated FFN, K-quant weights requantised to a packable
     32-block type (Q4_K -> Q4_1, Q6_K -> Q8_0), Q5_0 weights copied as Q5_0 rows."""
-    from ggufsparse.models import resolve
+    from ggufsparse.models.known import resolve
 
     out = tmp_path / "gemma.gguf"
     proc = run("convert", "gemma3-270m-q4_k_m", "-o", str(out), "--sparsity", "0.5", "--attn-sparsity", "0.5",
@@ -308,8 +308,10 @@ def test_down_cut_zeroes_its_level_of_down_inputs_on_the_calibration_text(defaul
     sharing ffn_down_t; the reference (the runtime's semantics) run on the calibration windows
     zeroes that share of down's inputs."""
     import torch
-    from ggufsparse import calib_text, reference, torch_model
-    from ggufsparse.tokenizer import gguf_tokenizer
+    from ggufsparse.calib import text as calib_text
+    from ggufsparse.models import torch_model
+    from ggufsparse.models.tokenizer import gguf_tokenizer
+    from ggufsparse.reference import sparse_forward
 
     out = tmp_path / "cut.gguf"
     proc = run("convert", str(default_model), "-o", str(out), "--sparsity", "0.4", "--down-sparsity", "0.6", *SMALL)
@@ -329,10 +331,10 @@ def test_down_cut_zeroes_its_level_of_down_inputs_on_the_calibration_text(defaul
     tokenize, bos = gguf_tokenizer(default_model)
     windows = calib_text.load(default_calibration_file(), tokenize, bos, 2048, 256).windows
     model = torch_model.load(out)
-    config = reference.BakedThresholds.read(out, model.n_layers)
-    counters = reference.Counters()
+    config = sparse_forward.BakedThresholds.read(out, model.n_layers)
+    counters = sparse_forward.Counters()
     zero0 = []  # layer 0: the share of ffn_down's input that is zero, per window
-    with reference.SparseForward(model.layers, config, counters), torch.inference_mode():
+    with sparse_forward.SparseForward(model.layers, config, counters), torch.inference_mode():
         # registered after the reference's own hooks: sees down's input after the cut
         hook = model.layers[0].mlp.down_proj.register_forward_pre_hook(
             lambda _m, args: zero0.append(float((args[0] == 0).float().mean())))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ggufsparse import mc_score, mc_tasks
-from ggufsparse.llama_session import Piece, Session, log_softmax
+from ggufsparse.eval import mc_score, mc_tasks
 from ggufsparse.paths import shared_data_dir
+from ggufsparse.runtime.session import Piece, Session, log_softmax
 
 pytestmark = [pytest.mark.runtime, pytest.mark.model]
 
@@ -139,7 +139,7 @@ def test_sweep_rejects_bad_lists():
 
 def test_perplexity_text_from_chosen_jsonl_documents(tmp_path):
     from ggufsparse.errors import UserError
-    from ggufsparse.perplexity import read_text
+    from ggufsparse.eval.perplexity import read_text
 
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(5)))
@@ -153,7 +153,7 @@ def test_perplexity_text_from_chosen_jsonl_documents(tmp_path):
 
 def test_parameter_sparsity_counts_down_once_where_a_layer_has_channels_and_a_cut(default_model):
     """--down-sparsity: the cut's fraction already counts the gate's zeros at down's input."""
-    from ggufsparse.param_sparsity import parameter_sparsity
+    from ggufsparse.format.param_sparsity import parameter_sparsity
 
     n = 30  # SmolLM2's layers
     channels = parameter_sparsity(default_model, {"ffn": {"layers": [0.4] * n}})

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from ggufsparse import layout
+from ggufsparse.format import layout
 from ggufsparse.paths import REPO_ROOT
 
 

@@ -10,9 +10,9 @@ import gguf
 import logits_of
 import numpy as np
 import pytest
-from ggufsparse import layout, llm
-from ggufsparse.gguf_io import ExtraKey, ExtraTensor
-from ggufsparse.runtime import locate
+from ggufsparse.format import layout
+from ggufsparse.format.gguf_io import ExtraKey, ExtraTensor
+from ggufsparse.runtime import llm, locate
 from sparse_files import layer0_extras, version_key, write
 
 pytestmark = [pytest.mark.runtime, pytest.mark.model]
@@ -79,8 +79,8 @@ def _bad_transposed_shape(extras):
 
 def _packed(extras, trim: int = 0):
     """Layer 0's ffn_down packed (a Q4_1 weight: 20 bytes per output), `trim` bytes short a column."""
-    from ggufsparse import ggml_quant
-    from ggufsparse.models import resolve
+    from ggufsparse.format import ggml_quant
+    from ggufsparse.models.known import resolve
 
     reader = gguf.GGUFReader(resolve("default"))
     down = next(t for t in reader.tensors if t.name == "blk.0.ffn_down.weight")
@@ -92,8 +92,8 @@ def _packed(extras, trim: int = 0):
 
 def _with_up_input_threshold(extras):
     """Layer 0's CHESS extras plus TEAL's threshold on ffn_up's input and its transposed copy."""
-    from ggufsparse.models import resolve
-    from ggufsparse.transpose import transposed
+    from ggufsparse.format.transpose import transposed
+    from ggufsparse.models.known import resolve
 
     up = next(t for t in gguf.GGUFReader(resolve("default")).tensors if t.name == "blk.0.ffn_up.weight")
     data, qtype = transposed(up.data, up.tensor_type)

@@ -7,7 +7,7 @@ from the exact ones of the papers' definitions, on heavy-tailed synthetic activa
 import numpy as np
 import pytest
 import torch
-from ggufsparse.calib_stats import FFNStats, LogHistograms
+from ggufsparse.calib.stats import FFNStats, LogHistograms
 from ggufsparse.methods import attention, cats, chess
 
 N_TOKENS, N_FF = 4000, 64

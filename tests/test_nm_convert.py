@@ -9,7 +9,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from ggufsparse import layout
+from ggufsparse.format import layout
 
 pytestmark = [pytest.mark.runtime, pytest.mark.model]
 

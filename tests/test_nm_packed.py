@@ -10,7 +10,7 @@ import gguf
 import logits_of
 import numpy as np
 import pytest
-from ggufsparse import layout, nm_pack
+from ggufsparse.format import layout, nm_pack
 from ggufsparse.methods.nm import Pattern, nm_mask
 
 T = gguf.GGMLQuantizationType
@@ -62,7 +62,7 @@ def test_kept_values_stay_in_a_type_with_a_fast_path_or_become_q8_0():
 @pytest.mark.parametrize("qtype", [T.Q8_0, T.Q4_0])
 @pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4)])
 def test_zeroed_q8_0_and_q4_0_weights_hold_exactly_the_packed_values(qtype, n, m):
-    from ggufsparse.gguf_io import dequantize_rows
+    from ggufsparse.format.gguf_io import dequantize_rows
 
     rng = np.random.default_rng(m)
     rows, k = 5, 256
@@ -135,7 +135,7 @@ def test_packed_copies_hold_exactly_the_zeroed_weights(f16_shuffled):
 
 @pytest.mark.runtime
 def test_a_q8_0_file_keeps_its_zeroed_weights_in_q8_0(q8_0_plain):
-    from ggufsparse.gguf_io import dequantize_rows
+    from ggufsparse.format.gguf_io import dequantize_rows
 
     r = gguf.GGUFReader(q8_0_plain)
     by_name = {t.name: t for t in r.tensors}
@@ -251,8 +251,8 @@ def test_decode_of_a_packed_only_file_gives_its_prompt_path_logits(packed_pair, 
 
 @pytest.mark.runtime
 def test_thresholds_on_a_packed_only_file_are_refused(packed_pair, tmp_path):
-    from ggufsparse import llm
-    from ggufsparse.gguf_io import ExtraTensor, write_with_extras
+    from ggufsparse.format.gguf_io import ExtraTensor, write_with_extras
+    from ggufsparse.runtime import llm
 
     bad = tmp_path / "packed-with-threshold.gguf"
     thr = ExtraTensor(layout.ATTN_Q_THR.name(0), np.zeros(1, np.float32), T.F32)
@@ -264,7 +264,7 @@ def test_thresholds_on_a_packed_only_file_are_refused(packed_pair, tmp_path):
 
 def test_chess_on_esparse_refuses_packed_only_storage():
     from ggufsparse.errors import UserError
-    from ggufsparse.recipe import Recipe
+    from ggufsparse.pipeline.recipe import Recipe
 
     assert Recipe(method="esparse").storage == "packed"
     assert Recipe(method="chess+esparse").storage == "masked+packed"
@@ -275,7 +275,7 @@ def test_chess_on_esparse_refuses_packed_only_storage():
 @pytest.mark.runtime
 def test_converter_and_runtime_agree_on_which_kept_values_expand():
     # the converter writes F16 kept values where the runtime's ggml_nm_expand could not expand them
-    from ggufsparse import ggml_quant
+    from ggufsparse.format import ggml_quant
 
     seen = set()
     for qtype in (T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q4_K):
@@ -292,7 +292,7 @@ def test_converter_and_runtime_agree_on_which_kept_values_expand():
 @pytest.mark.parametrize("bad", ["out of range", "repeated"])
 def test_a_permutation_that_is_not_one_is_refused_at_load(f16_shuffled, bad, tmp_path):
     # prompts of a packed-only file gather inputs by the permutation; the loader checks it first
-    from ggufsparse import llm
+    from ggufsparse.runtime import llm
 
     path = tmp_path / "bad-perm.gguf"
     shutil.copy(f16_shuffled, path)

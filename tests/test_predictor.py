@@ -12,9 +12,9 @@ import gguf
 import logits_of
 import numpy as np
 import pytest
-from ggufsparse import layout
-from ggufsparse.gguf_io import ExtraKey, ExtraTensor, open_reader, write_with_extras
-from ggufsparse.predictor import PredictorRecipe, cutoff_for_recall, logits, train_layer
+from ggufsparse.format import layout
+from ggufsparse.format.gguf_io import ExtraKey, ExtraTensor, open_reader, write_with_extras
+from ggufsparse.methods.predictor import PredictorRecipe, cutoff_for_recall, logits, train_layer
 from test_loader import _cli_load_error
 
 SMALL = ["--calib-tokens", "2048", "--calib-seq-len", "256", "-q"]
@@ -186,7 +186,7 @@ def test_random_predictors_of_a_synthetic_model_turn_on_the_share_asked(tmp_path
 
 
 def test_parameter_sparsity_counts_the_gate_rows_a_predictor_leaves_out(default_model):
-    from ggufsparse.param_sparsity import parameter_sparsity
+    from ggufsparse.format.param_sparsity import parameter_sparsity
 
     n_layers = int(open_reader(default_model).fields["llama.block_count"].contents())
     ffn_only = parameter_sparsity(default_model, {"ffn": {"layers": [1.0] * n_layers}})

@@ -14,11 +14,14 @@ import logits_of
 import numpy as np
 import pytest
 import torch
-from ggufsparse import activation, layout, perplexity, reference, torch_model
 from ggufsparse.errors import UserError
-from ggufsparse.prosparse import anneal, export, schedule
-from ggufsparse.prosparse.recipe import FinetuneRecipe
-from ggufsparse.prosparse.train import distilled_loss, evaluate, train, trainable
+from ggufsparse.eval import perplexity
+from ggufsparse.format import layout
+from ggufsparse.methods.prosparse import anneal, export, schedule
+from ggufsparse.methods.prosparse.recipe import FinetuneRecipe
+from ggufsparse.methods.prosparse.train import distilled_loss, evaluate, train, trainable
+from ggufsparse.models import activation, torch_model
+from ggufsparse.reference import sparse_forward
 
 
 def ggufsparse(*args: str) -> subprocess.CompletedProcess:
@@ -100,7 +103,7 @@ def tiny_recipe(**kw) -> FinetuneRecipe:
 
 
 def held_out_l1(model, layers, windows) -> float:
-    from ggufsparse.prosparse.train import Tape, recording
+    from ggufsparse.methods.prosparse.train import Tape, recording
 
     tape = Tape()
     with torch.no_grad(), recording(layers, tape):
@@ -285,7 +288,7 @@ def float_smollm2_hf(default_model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def float_smollm2(float_smollm2_hf) -> Path:
     """The same in an F32 GGUF: the reference and the runtime see the same weights."""
-    from ggufsparse.hf_import import hf_to_gguf
+    from ggufsparse.models.hf_import import hf_to_gguf
 
     return hf_to_gguf(float_smollm2_hf, float_smollm2_hf.parent / "f32.gguf", "f32")
 
@@ -311,11 +314,11 @@ def exported(src: Path, out: Path, act: activation.Activation) -> Path:
 
 @pytest.fixture(scope="module")
 def wiki_windows(default_model, tmp_path_factory):
+    from ggufsparse.models.tokenizer import gguf_tokenizer
     from ggufsparse.paths import shared_data_dir
-    from ggufsparse.tokenizer import gguf_tokenizer
 
     tokenize, bos = gguf_tokenizer(default_model)
-    windows = reference.text_windows(shared_data_dir() / "wikitext2" / "wiki.test.raw", tokenize, bos, 512, 4)
+    windows = sparse_forward.text_windows(shared_data_dir() / "wikitext2" / "wiki.test.raw", tokenize, bos, 512, 4)
     path = tmp_path_factory.mktemp("wiki") / "windows.npy"
     np.save(path, windows)
     return windows, path
@@ -338,7 +341,7 @@ def test_runtime_runs_relu_and_fatrelu_as_the_reference(float_smollm2, float_smo
     assert fields[layout.Keys.ACTIVATION].contents() == act.kind
     model = torch_model.load(f)
     assert model.activation.kind == act.kind and model.activation.threshold == pytest.approx(act.threshold)
-    ref = reference.window_logits(model, reference.BakedThresholds.read(f, model.n_layers), windows)
+    ref = sparse_forward.window_logits(model, sparse_forward.BakedThresholds.read(f, model.n_layers), windows)
     stats = tmp_path / "stats.json"
     for n_batch in (1, 512):  # the skipping kernels, and the dense products on the thresholded input
         # f32 KV cache: the reference keeps keys and values in f32 too

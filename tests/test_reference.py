@@ -9,9 +9,12 @@ import logits_of
 import numpy as np
 import pytest
 import torch
-from ggufsparse import calib_text, layout, reference, torch_model
+from ggufsparse.calib import text as calib_text
+from ggufsparse.format import layout
 from ggufsparse.methods import NEVER
-from ggufsparse.tokenizer import gguf_tokenizer
+from ggufsparse.models import torch_model
+from ggufsparse.models.tokenizer import gguf_tokenizer
+from ggufsparse.reference import sparse_forward
 
 pytestmark = [pytest.mark.model]
 
@@ -28,8 +31,8 @@ def ids(default_model):
 
 
 def logits(model, ids, thresholds=None, counters=None):
-    t = thresholds or reference.BakedThresholds.dense(model.n_layers)
-    with reference.SparseForward(model.layers, t, counters or reference.Counters()), torch.inference_mode():
+    t = thresholds or sparse_forward.BakedThresholds.dense(model.n_layers)
+    with sparse_forward.SparseForward(model.layers, t, counters or sparse_forward.Counters()), torch.inference_mode():
         return model.model(input_ids=ids, use_cache=False).logits[0].numpy()
 
 
@@ -44,17 +47,17 @@ def test_dense_reference_computes_what_llama_cpp_computes(default_model, model, 
 
 def test_zero_thresholds_give_the_dense_logits_exactly(model, ids):
     n = model.n_layers
-    zero = reference.BakedThresholds("zero", "chess", [np.zeros(1536, np.float32)] * n, [0.0] * n, [0.0] * n)
-    counters = reference.Counters()
+    zero = sparse_forward.BakedThresholds("zero", "chess", [np.zeros(1536, np.float32)] * n, [0.0] * n, [0.0] * n)
+    counters = sparse_forward.Counters()
     np.testing.assert_array_equal(logits(model, ids, zero, counters), logits(model, ids))
     assert counters.sparsity("ffn") < 0.001 and counters.sparsity("attn_q") < 0.001
 
 
 def test_never_active_channels_remove_the_ffn(model, ids):
     n = model.n_layers
-    never = reference.BakedThresholds("never", "chess", [np.full(1536, NEVER, np.float32)] * n, [None] * n,
+    never = sparse_forward.BakedThresholds("never", "chess", [np.full(1536, NEVER, np.float32)] * n, [None] * n,
                                       [None] * n)
-    counters = reference.Counters()
+    counters = sparse_forward.Counters()
     sparse = logits(model, ids, never, counters)
     handles = [layer.mlp.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out)) for layer in model.layers]
     try:
@@ -78,10 +81,10 @@ def test_thresholds_zero_exactly_the_entries_at_or_below_them(model, ids):
     with torch.inference_mode():
         a = layer.mlp.act_fn(layer.mlp.gate_proj(x))
         expected = layer.mlp.down_proj(torch.where(a.abs() > theta, a, 0.0) * layer.mlp.up_proj(x))
-        t = reference.BakedThresholds("one", "chess", [None] * 4 + [theta.numpy()] + [None] * (model.n_layers - 5),
+        t = sparse_forward.BakedThresholds("one", "chess", [None] * 4 + [theta.numpy()] + [None] * (model.n_layers - 5),
                                       [None] * model.n_layers, [None] * model.n_layers)
-        counters = reference.Counters()
-        with reference.SparseForward(model.layers, t, counters):
+        counters = sparse_forward.Counters()
+        with sparse_forward.SparseForward(model.layers, t, counters):
             got = layer.mlp(x)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     assert counters.sparsity("ffn") == pytest.approx(float((a.abs() <= theta).float().mean()))
@@ -97,9 +100,9 @@ def test_calibration_sparsity_matches_what_the_reference_measures(default_model,
     fields = gguf.GGUFReader(out).fields
     tokenize, bos = gguf_tokenizer(default_model)
     windows = calib_text.load(calib_text.default_calibration_file(), tokenize, bos, 1024, 256).windows
-    counters = reference.Counters()
-    t = reference.BakedThresholds.read(out, model.n_layers)
-    with reference.SparseForward(model.layers, t, counters), torch.inference_mode():
+    counters = sparse_forward.Counters()
+    t = sparse_forward.BakedThresholds.read(out, model.n_layers)
+    with sparse_forward.SparseForward(model.layers, t, counters), torch.inference_mode():
         # layer by layer on dense inputs, as calibration saw them: one site per pass
         for w in windows:
             model.model(input_ids=torch.from_numpy(w[None, :]), use_cache=False)

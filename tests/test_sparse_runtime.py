@@ -11,9 +11,11 @@ from pathlib import Path
 import logits_of
 import numpy as np
 import pytest
-from ggufsparse import perplexity, reference, torch_model
+from ggufsparse.eval import perplexity
+from ggufsparse.models import torch_model
+from ggufsparse.models.tokenizer import gguf_tokenizer
 from ggufsparse.paths import shared_data_dir
-from ggufsparse.tokenizer import gguf_tokenizer
+from ggufsparse.reference import sparse_forward
 
 pytestmark = [pytest.mark.runtime, pytest.mark.model]
 
@@ -51,7 +53,7 @@ def chess_file(default_model, tmp_path_factory) -> Path:
 def wiki_windows(default_model, tmp_path_factory) -> tuple[np.ndarray, Path]:
     """2048 WikiText-2 test tokens: four windows of 512, cut as llama-perplexity cuts them."""
     tokenize, bos = gguf_tokenizer(default_model)
-    windows = reference.text_windows(shared_data_dir() / "wikitext2" / "wiki.test.raw", tokenize, bos, 512, 4)
+    windows = sparse_forward.text_windows(shared_data_dir() / "wikitext2" / "wiki.test.raw", tokenize, bos, 512, 4)
     path = tmp_path_factory.mktemp("wiki") / "windows.npy"
     np.save(path, windows)
     return windows, path
@@ -178,7 +180,7 @@ def test_runtime_computes_the_reference_with_a_fixed_mask(masked, wiki_windows, 
     windows, path = wiki_windows
     runtime = logits_of.in_subprocess(masked, tmp_path / "rt.npy", windows=path, n_batch=n_batch)
     model = torch_model.load(masked)
-    ref = reference.window_logits(model, reference.BakedThresholds.read(masked, model.n_layers), windows)
+    ref = sparse_forward.window_logits(model, sparse_forward.BakedThresholds.read(masked, model.n_layers), windows)
     top1 = float((runtime.argmax(-1) == ref.argmax(-1)).mean())
     print(f"{masked.name} n_batch {n_batch}, {windows.size} tokens: top-1 agreement {top1:.4f}, "
           f"max abs diff {np.abs(runtime - ref).max():.3g}")
@@ -226,7 +228,7 @@ def test_runtime_computes_the_references_sparse_model_with_calibrated_thresholds
     dense = logits_of.in_subprocess(float_smollm2_chess, tmp_path / "dense.npy", windows=path,
                                     env={**env, "GGUFSPARSE_DENSE": "1"})
     model = torch_model.load(float_smollm2_chess)
-    ref = reference.window_logits(model, reference.BakedThresholds.read(float_smollm2_chess, model.n_layers), windows)
+    ref = sparse_forward.window_logits(model, sparse_forward.BakedThresholds.read(float_smollm2_chess, model.n_layers), windows)
     ppl_rt, kl_rt, top1_rt = _quality(runtime, dense, windows)
     ppl_ref, kl_ref, top1_ref = _quality(ref, dense, windows)
     first = float(np.abs(runtime[:, 0] - ref[:, 0]).max())
@@ -255,13 +257,13 @@ def test_runtime_computes_the_references_sparse_model_given_its_channel_decision
     runtime = logits_of.in_subprocess(gguf_file, tmp_path / "rt.npy", windows=path, n_batch=n_batch,
                                       env={"LOGITS_KV_F32": "1", "LOGITS_DECISIONS": str(decisions)})
     model = torch_model.load(gguf_file)
-    config = reference.BakedThresholds.read(gguf_file, model.n_layers)
+    config = sparse_forward.BakedThresholds.read(gguf_file, model.n_layers)
     hidden = model.model.config.hidden_size
     widths = {"ffn": len(config.ffn[0]), "attn_q": hidden, "attn_output": hidden}
     if "ffn_down_in" in config.more:
         widths["ffn_down_in"] = len(config.ffn[0])
-    check = reference.DecisionCheck()
-    ref = reference.window_logits(model, config, windows, check=check,
+    check = sparse_forward.DecisionCheck()
+    ref = sparse_forward.window_logits(model, config, windows, check=check,
                                   decisions=lambda w: logits_of.read_decisions(decisions, w, widths))
     top1 = float((runtime.argmax(-1) == ref.argmax(-1)).mean())
     diff = float(np.abs(runtime - ref).max())
@@ -282,7 +284,7 @@ def test_stats_report_the_sparsity_the_reference_measures(chess_file, wiki_windo
                             env={"GGUFSPARSE_STATS": str(stats)})
     report = json.loads(stats.read_text())
     model = torch_model.load(chess_file)
-    [q] = reference.evaluate(model, [reference.BakedThresholds.read(chess_file, model.n_layers)], windows,
+    [q] = sparse_forward.evaluate(model, [sparse_forward.BakedThresholds.read(chess_file, model.n_layers)], windows,
                              progress=False)
     for site in ("ffn", "attn_q", "attn_output"):
         assert len(report[site]["layers"]) == model.n_layers

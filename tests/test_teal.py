@@ -11,10 +11,14 @@ import logits_of
 import numpy as np
 import pytest
 import torch
-from ggufsparse import calib_text, calibrate, layout, reference, torch_model
+from ggufsparse.calib import layers as calib_layers
+from ggufsparse.calib import text as calib_text
+from ggufsparse.format import layout
 from ggufsparse.methods import teal
-from ggufsparse.tokenizer import gguf_tokenizer
-from ggufsparse.torch_model import GGUFTorchModel
+from ggufsparse.models import torch_model
+from ggufsparse.models.tokenizer import gguf_tokenizer
+from ggufsparse.models.torch_model import GGUFTorchModel
+from ggufsparse.reference import sparse_forward
 
 SMALL = ["--calib-tokens", "1024", "--calib-seq-len", "256", "--teal-windows", "1", "-q"]
 
@@ -40,7 +44,7 @@ def layer2_stats(default_model):
             raise Enough  # leaves the layer loaded: its unloading comes after on_layer returns
 
     with pytest.raises(Enough):
-        calibrate.run_layers(tm, windows, on_layer, inputs=True, keep=1)
+        calib_layers.run_layers(tm, windows, on_layer, inputs=True, keep=1)
     return kept["stats"]
 
 
@@ -135,14 +139,14 @@ def test_runtime_reports_every_site_as_the_reference_measures(teal_file, tmp_pat
     tokenize, bos = gguf_tokenizer(teal_file)
     from ggufsparse.paths import shared_data_dir
 
-    windows = reference.text_windows(shared_data_dir() / "wikitext2" / "wiki.test.raw", tokenize, bos, 512, 2)
+    windows = sparse_forward.text_windows(shared_data_dir() / "wikitext2" / "wiki.test.raw", tokenize, bos, 512, 2)
     np.save(tmp_path / "w.npy", windows)
     stats = tmp_path / "stats.json"
     logits_of.in_subprocess(teal_file, tmp_path / "rt.npy", windows=tmp_path / "w.npy", n_batch=512,
                             env={"GGUFSPARSE_STATS": str(stats)})
     report = json.loads(stats.read_text())
     model = torch_model.load(teal_file)
-    [q] = reference.evaluate(model, [reference.BakedThresholds.read(teal_file, model.n_layers)], windows,
+    [q] = sparse_forward.evaluate(model, [sparse_forward.BakedThresholds.read(teal_file, model.n_layers)], windows,
                              progress=False)
     assert "ffn" not in report
     for site in layout.INPUT_SITES:

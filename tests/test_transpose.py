@@ -7,8 +7,8 @@ import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
-from ggufsparse import ggml_quant
-from ggufsparse.transpose import transposed
+from ggufsparse.format import ggml_quant
+from ggufsparse.format.transpose import transposed
 from packed_layout import unpack
 
 pytestmark = [pytest.mark.runtime]

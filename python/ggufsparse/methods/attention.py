@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ggufsparse.calib_stats import CDF, LogHistograms, solve_log
+from ggufsparse.calib.stats import CDF, LogHistograms, solve_log
 
 
 def input_threshold(hist: LogHistograms, sparsity: float) -> tuple[float, float]:

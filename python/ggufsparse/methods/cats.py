@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ggufsparse.calib_stats import CDF, FFNStats, solve_log
+from ggufsparse.calib.stats import CDF, FFNStats, solve_log
 from ggufsparse.methods import Thresholds
 
 

@@ -29,33 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ggufsparse.errors import UserError
-
-SCORES = ("magnitude", "wanda", "esparse")
-SHUFFLES = ("none", "global", "global+local")
-
-
-@dataclass(frozen=True)
-class Pattern:
-    n: int
-    m: int
-
-    def __str__(self) -> str:
-        return f"{self.n}:{self.m}"
-
-    @property
-    def density(self) -> float:
-        return self.n / self.m
-
-
-def parse_pattern(text: str) -> Pattern:
-    try:
-        n, m = (int(v) for v in text.split(":"))
-    except ValueError:
-        raise UserError(f"--nm {text}: give N:M, e.g. 2:4") from None
-    if not 1 <= n < m <= 16:
-        raise UserError(f"--nm {text}: need 1 <= N < M <= 16")
-    return Pattern(n, m)
+from ggufsparse.methods import SHUFFLES, Pattern, parse_pattern  # noqa: F401 (nm's names)
 
 
 @dataclass(frozen=True)

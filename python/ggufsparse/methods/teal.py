@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from typing_extensions import Self
 
-from ggufsparse.calib_stats import LayerStats
+from ggufsparse.calib.stats import LayerStats
 from ggufsparse.methods import attention
 
 SITES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate_in", "ffn_up_in", "ffn_down_in")

@@ -6,7 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
-from ggufsparse.models import KNOWN_MODELS
+from ggufsparse.models.known import KNOWN_MODELS
 from ggufsparse.paths import PATCHES_DIR, SPARSE_OPS_DIR
 from ggufsparse.runtime import locate, source
 from ggufsparse.runtime.build import TOOLS

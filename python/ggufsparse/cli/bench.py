@@ -1,0 +1,44 @@
+"""`ggufsparse bench`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ggufsparse.errors import UserError
+from ggufsparse.eval import bench
+from ggufsparse.models.known import resolve
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="dense vs sparse tokens/s with llama-bench",
+                       description="Run llama.cpp's llama-bench on DENSE and SPARSE alternately (one call "
+                       "per model and repetition, so the machine's drift falls on both), and print the "
+                       "median tokens/s of decode (tg) and prompt processing (pp) and the sparse/dense ratio. "
+                       "With one file, its dense side is the same file run with GGUFSPARSE_DENSE=1 (sparsity "
+                       "tensors ignored): the baseline of a fine-tuned file such as ProSparse's.")
+    p.add_argument("dense", help="the dense GGUF (or a known model's name, or 'default'); alone: the sparse GGUF")
+    p.add_argument("sparse", nargs="?", help="the sparse GGUF made from DENSE")
+    p.add_argument("-r", "--reps", type=int, default=5, help="repetitions of each model (default 5)")
+    p.add_argument("--tg", type=int, default=128, help="tokens generated per decode test (default 128; 0: none)")
+    p.add_argument("--pp", type=int, default=512, help="prompt tokens per prompt test (default 512; 0: none)")
+    p.add_argument("-t", "--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--json", action="store_true", help="print medians, ratios and every run as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.reps < 1:
+        raise UserError("--reps must be at least 1")
+    # one file: that file against its own dense path
+    dense, sparse = (None, resolve(args.dense)) if args.sparse is None else (resolve(args.dense), Path(args.sparse))
+    dense, sparse = bench.run(dense, sparse, args.reps, args.tg, args.pp, args.threads,
+                              progress=not args.quiet)
+    rep = bench.report(dense, sparse)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    else:
+        print(bench.table(rep))
+    return 0

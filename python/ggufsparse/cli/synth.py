@@ -1,0 +1,38 @@
+"""`ggufsparse synth`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ggufsparse.errors import UserError
+from ggufsparse.format.gguf_io import check_writable
+from ggufsparse.models.synth import write_synthetic
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "synth", help="write a synthetic model with real layer shapes and random weights",
+        description="A llama-architecture GGUF with the layer shapes of a real model (e.g. llama2-7b), "
+        "random weights in the chosen ggml type and the default model's tokenizer, for speed and memory "
+        "measurements at sizes no model here has. Figures from it are synthetic.")
+    p.add_argument("--shape", default="llama2-7b", help="llama2-7b (default), llama2-13b, llama3-8b, smollm2-135m")
+    p.add_argument("--type", default="q4_0", help="weight type: f32, f16, bf16, q8_0, q4_0, q4_k, ... (default q4_0)")
+    p.add_argument("--layers", type=int, help="number of layers (default: the real model's)")
+    p.add_argument("--tokenizer-from", metavar="GGUF",
+                   help="copy the tokenizer from this GGUF (a model or a vocab-only file; default: the default model)")
+    p.add_argument("-o", "--output", required=True, help="the GGUF to write")
+    p.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    check_writable(out, args.force)
+    tokenizer = Path(args.tokenizer_from) if args.tokenizer_from else None
+    if tokenizer is not None and not tokenizer.is_file():
+        raise UserError(f"--tokenizer-from {tokenizer}: file not found")
+    write_synthetic(out, args.shape, args.type, args.layers, tokenizer_from=tokenizer, progress=not args.quiet)
+    print(f"wrote {out} (synthetic: random weights; label any figure from it as synthetic)")
+    return 0
