@@ -180,6 +180,34 @@ INPUT_SITES: dict[str, tuple[SparseTensor, SparseTensor]] = {
     "ffn_down_in": (FFN_DOWN_IN_THR, FFN_DOWN_T),
 }
 
+# The projections a layer has (blk.N.<name>.weight), whose weights the sites skip
+PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """One kind of decision the runtime counts: its key in the GGUFSPARSE_STATS report and the
+    projections whose weights one skipped channel saves."""
+
+    name: str
+    saves: tuple[str, ...]
+
+
+# The runtime's statistics in the order of its ggml_sparse_stat_kind (patches/): the C side mirrors
+# this table and tests/unit/test_layout.py checks that both agree.
+STATS: tuple[Stat, ...] = (
+    Stat("ffn", ("ffn_up", "ffn_down")),  # FFN channels after act(gate) and its threshold
+    Stat("attn_q", ("attn_q",)),
+    Stat("attn_output", ("attn_output",)),
+    Stat("attn_k", ("attn_k",)),
+    Stat("attn_v", ("attn_v",)),
+    Stat("ffn_gate_in", ("ffn_gate",)),
+    Stat("ffn_up_in", ("ffn_up",)),
+    Stat("ffn_down_in", ("ffn_down",)),
+    Stat("ffn_gate", ("ffn_gate",)),  # gate rows an activation predictor left out
+)
+STAT_NAMES = tuple(s.name for s in STATS)
+
 _STEMS = tuple(f".{t.stem}" for t in SPARSE_TENSORS)
 
 

@@ -14,17 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ggufsparse.format import layout
 from ggufsparse.format.gguf_io import open_reader
 
-PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
-
+PROJECTIONS = layout.PROJECTIONS
 # runtime report site -> the projections whose weights one skipped input saves
-SITE_WEIGHTS = {
-    "ffn": ("ffn_up", "ffn_down"),
-    "ffn_gate": ("ffn_gate",),
-    "attn_q": ("attn_q",), "attn_k": ("attn_k",), "attn_v": ("attn_v",), "attn_output": ("attn_output",),
-    "ffn_gate_in": ("ffn_gate",), "ffn_up_in": ("ffn_up",), "ffn_down_in": ("ffn_down",),
-}
+SITE_WEIGHTS = {s.name: s.saves for s in layout.STATS}
 
 
 def parameter_sparsity(model: Path, report: dict | None) -> float:

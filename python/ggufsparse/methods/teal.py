@@ -25,9 +25,10 @@ import torch
 from typing_extensions import Self
 
 from ggufsparse.calib.stats import LayerStats
+from ggufsparse.format import layout
 from ggufsparse.methods import attention
 
-SITES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate_in", "ffn_up_in", "ffn_down_in")
+SITES = tuple(layout.INPUT_SITES)  # the input sites, in the order of format/layout.py
 ATTN_SITES = SITES[:4]
 
 # the transformers module whose input each site thresholds

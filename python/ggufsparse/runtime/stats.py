@@ -29,8 +29,8 @@ def request_report() -> Path:
 
 
 def read_report(path: Path) -> dict | None:
-    """Per projection kind (ffn, attn_q, attn_output): fraction of channels skipped, counts and
-    the fraction per layer; None if the model ran no sparse layer."""
+    """Per statistic (format/layout.py's STAT_NAMES: ffn, attn_q, attn_output, ...): fraction of
+    channels skipped, counts and the fraction per layer; None if the model ran no sparse layer."""
     if not path.is_file():
         return None
     try:
