@@ -12,6 +12,7 @@ import gguf
 import logits_of
 import numpy as np
 import pytest
+from ggufsparse import cli
 from ggufsparse.calib.text import default_calibration_file
 from ggufsparse.format import layout
 from packed_layout import unpack
@@ -24,6 +25,18 @@ SMALL = ["--calib-tokens", "2048", "--calib-seq-len", "256", "-q"]
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ggufsparse", *args], capture_output=True, text=True, check=False)
+
+
+def in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`ggufsparse ARGS` through the CLI's main in this process: the error paths without starting a
+    process (and importing torch) for each case; a process's own behaviour is tested by `run`."""
+    capsys.readouterr()
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exc:  # argparse's usage errors exit from parse_args
+        code = exc.code
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(["ggufsparse", *args], code, captured.out, captured.err)
 
 
 def convert(model: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -158,9 +171,9 @@ def _fails_cleanly(proc: subprocess.CompletedProcess, folder: Path, before: set,
 
 
 @pytest.mark.parametrize("value", ["-0.1", "1.0", "1.5", "abc"])
-def test_sparsity_outside_range(default_model, tmp_path, value):
+def test_sparsity_outside_range(capsys, default_model, tmp_path, value):
     for flag in ("--sparsity", "--attn-sparsity"):
-        proc = run("convert", str(default_model), "-o", str(tmp_path / "o.gguf"), flag, value, *SMALL)
+        proc = in_process(capsys, "convert", str(default_model), "-o", str(tmp_path / "o.gguf"), flag, value, *SMALL)
         _fails_cleanly(proc, tmp_path, set(), flag)
 
 
@@ -171,28 +184,28 @@ def test_missing_calibration_file(default_model, tmp_path):
 
 
 @pytest.mark.parametrize("content", ["", "\n\n  \n"])
-def test_empty_calibration_file(default_model, tmp_path, content):
+def test_empty_calibration_file(capsys, default_model, tmp_path, content):
     calib = tmp_path / "empty.txt"
     calib.write_text(content)
-    proc = run("convert", str(default_model), "-o", str(tmp_path / "o.gguf"), "--calib", str(calib), *SMALL)
+    proc = in_process(capsys, "convert", str(default_model), "-o", str(tmp_path / "o.gguf"), "--calib", str(calib), *SMALL)
     _fails_cleanly(proc, tmp_path, {calib}, "no text")
 
 
-def test_calibration_shorter_than_one_sequence(default_model, tmp_path):
+def test_calibration_shorter_than_one_sequence(capsys, default_model, tmp_path):
     calib = tmp_path / "short.jsonl"
     calib.write_text(json.dumps({"text": "Only a few words of calibration text."}) + "\n")
-    proc = run("convert", str(default_model), "-o", str(tmp_path / "o.gguf"), "--calib", str(calib), *SMALL)
+    proc = in_process(capsys, "convert", str(default_model), "-o", str(tmp_path / "o.gguf"), "--calib", str(calib), *SMALL)
     _fails_cleanly(proc, tmp_path, {calib}, "shorter than one sequence")
 
 
-def test_malformed_jsonl_calibration(default_model, tmp_path):
+def test_malformed_jsonl_calibration(capsys, default_model, tmp_path):
     calib = tmp_path / "bad.jsonl"
     calib.write_text('{"text": "fine"}\nnot json\n')
-    proc = run("convert", str(default_model), "-o", str(tmp_path / "o.gguf"), "--calib", str(calib), *SMALL)
+    proc = in_process(capsys, "convert", str(default_model), "-o", str(tmp_path / "o.gguf"), "--calib", str(calib), *SMALL)
     _fails_cleanly(proc, tmp_path, {calib}, "bad.jsonl:2")
 
 
-def test_unknown_architecture(tmp_path):
+def test_unknown_architecture(capsys, tmp_path):
     model = tmp_path / "mamba.gguf"
     w = gguf.GGUFWriter(model, arch="mamba")
     w.add_block_count(1)
@@ -201,27 +214,27 @@ def test_unknown_architecture(tmp_path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    proc = run("convert", str(model), "-o", str(tmp_path / "o.gguf"), *SMALL)
+    proc = in_process(capsys, "convert", str(model), "-o", str(tmp_path / "o.gguf"), *SMALL)
     _fails_cleanly(proc, tmp_path, {model}, "architecture 'mamba' is not supported; supported: llama, qwen2")
 
 
 @pytest.mark.parametrize("where", ["missing-folder", "read-only", "is-a-folder"])
-def test_unwritable_output(default_model, tmp_path, where):
+def test_unwritable_output(capsys, default_model, tmp_path, where):
     out = {"missing-folder": tmp_path / "no" / "such" / "o.gguf",
            "read-only": Path("/proc/ggufsparse-o.gguf"),
            "is-a-folder": tmp_path}[where]
-    proc = run("convert", str(default_model), "-o", str(out), *SMALL)
+    proc = in_process(capsys, "convert", str(default_model), "-o", str(out), *SMALL)
     _fails_cleanly(proc, tmp_path, set(), str(out))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
-def test_corrupt_gguf(default_model, tmp_path, damage):
+def test_corrupt_gguf(capsys, default_model, tmp_path, damage):
     bad = tmp_path / "bad.gguf"
     data = default_model.read_bytes()
     bad.write_bytes({"truncated": data[: len(data) // 2],
                      "random": np.random.default_rng(1).bytes(4096),
                      "empty": b""}[damage])
-    proc = run("convert", str(bad), "-o", str(tmp_path / "o.gguf"), *SMALL)
+    proc = in_process(capsys, "convert", str(bad), "-o", str(tmp_path / "o.gguf"), *SMALL)
     _fails_cleanly(proc, tmp_path, {bad}, str(bad))
 
 
@@ -357,6 +370,6 @@ def test_down_cut_zeroes_its_level_of_down_inputs_on_the_calibration_text(defaul
     (["--method", "teal", "--down-sparsity", "0.6"], "--down-sparsity"),
     (["--down-sparsity", "0.6", "--allocate", "kl"], "--allocate"),
 ])
-def test_bad_down_sparsity_is_one_line(default_model, tmp_path, flags, needle):
-    proc = run("convert", str(default_model), "-o", str(tmp_path / "o.gguf"), *flags, *SMALL)
+def test_bad_down_sparsity_is_one_line(capsys, default_model, tmp_path, flags, needle):
+    proc = in_process(capsys, "convert", str(default_model), "-o", str(tmp_path / "o.gguf"), *flags, *SMALL)
     _fails_cleanly(proc, tmp_path, set(), needle)

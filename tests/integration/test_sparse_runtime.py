@@ -286,9 +286,15 @@ def test_stats_report_the_sparsity_the_reference_measures(chess_file, wiki_windo
     model = torch_model.load(chess_file)
     [q] = sparse_forward.evaluate(model, [sparse_forward.BakedThresholds.read(chess_file, model.n_layers)], windows,
                              progress=False)
+    config = model.model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    # channels each token decides on at each site, from the model's shapes: the FFN's intermediate
+    # channels, q's input (the hidden state) and output's input (the heads' concatenation)
+    width = {"ffn": config.intermediate_size, "attn_q": config.hidden_size,
+             "attn_output": config.num_attention_heads * head_dim}
     for site in ("ffn", "attn_q", "attn_output"):
         assert len(report[site]["layers"]) == model.n_layers
-        assert report[site]["total"] == windows.size * report[site]["total"] // windows.size
+        assert report[site]["total"] == windows.size * width[site] * model.n_layers, site
         assert abs(report[site]["fraction"] - q.counters.sparsity(site)) < 0.02, site
 
 
