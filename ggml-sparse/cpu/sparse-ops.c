@@ -50,7 +50,7 @@ void ggml_compute_forward_sparse_act(const struct ggml_compute_params * params, 
     const int64_t i1 = (n * (params->ith + 1)) / params->nth;
 
     // the zero count is read only by the sparsity report
-    const bool count = ggml_sparse_stats_enabled();
+    const bool count = ggml_sparse_stats_counting(dst);
     uint64_t zeros = 0;
     for (int64_t r = 0; r < nrows; r++) {
         const int64_t i3 = r / (a->ne[1] * a->ne[2]);
@@ -137,7 +137,7 @@ void ggml_compute_forward_mul_mat_rows(const struct ggml_compute_params * params
         }
     }
     // counted only where the node carries a stat slot (a predictor's gate rows)
-    if (ggml_sparse_stats_enabled()) {
+    if (ggml_sparse_stats_counting(dst)) {
         ggml_sparse_stats_add(dst, skipped, (uint64_t) (r1 - r0) * m);
     }
 }
