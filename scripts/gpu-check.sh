@@ -7,17 +7,15 @@
 # Stages (default all, in this order; each skips what WORK already holds):
 #   build  CUDA build of llama-bench and test-backend-ops from KIT/llama.cpp (one architecture,
 #          $CUDA_ARCH, default 90; FlashAttention kernels off to halve the build)
-#   ops    test-backend-ops: every sparse op on the GPU against the CPU; then perf mode; both
-#          again with GGUFSPARSE_CUDA_V2=1 (the rewritten kernels, sparse-ops-v2.cu), logs *-v2.log
+#   ops    test-backend-ops: every sparse op on the GPU against the CPU; then perf mode
 #   files  synthetic Llama-2-7B shapes (8 layers; random weights: label every figure synthetic)
 #          in F16, Q8_0, Q4_0, Q4_K; CHESS thresholds grafted from KIT/*.npz; 2:4 magnitude
-#   bench2 the issue's targets with GGUFSPARSE_CUDA_V2=1 (bench-v2-*.json)
 #   bench  ggufsparse bench dense vs sparse (alternated, medians of $REPS), all layers on the GPU
 # Logs and JSON go to OUT. Stop early with DEADLINE=<epoch seconds>: a bench that would start
 # after it is skipped (rerun the stage to finish).
 set -uo pipefail
 KIT=$(realpath "$1"); WORK=$(realpath -m "$2"); OUT=$(realpath -m "$3"); shift 3
-STAGES=${*:-build ops files bench2 bench}
+STAGES=${*:-build ops files bench}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CUDA_ARCH=${CUDA_ARCH:-90}
 REPS=${REPS:-5}
@@ -62,7 +60,7 @@ build_rest() {
   log "built"
 }
 
-stage_ops() {  # [tag]: -v2 runs with GGUFSPARSE_CUDA_V2=1 set by the caller
+stage_ops() {  # [tag]: a suffix for the logs' names
   local ops=SPARSE_ACT,MUL_MAT_ROWS,AXPY_SPARSE,MUL_MAT_NM tag=${1:-}
   log "test-backend-ops$tag -o $ops (GPU against CPU)"
   "$BIN/test-backend-ops" test -b CUDA0 -o "$ops" > "$OUT/ops-test$tag.log" 2>&1
@@ -122,17 +120,6 @@ print(sys.argv[2], " ".join(f"{t}: {r['dense_tps']:.1f} -> {r['sparse_tps']:.1f}
 EOF
 }
 
-# the rewritten kernels (GGUFSPARSE_CUDA_V2=1, docs/cuda.md) on the issue's targets first
-stage_bench2() {
-  export GGUFSPARSE_CUDA_V2=1
-  bench_pair v2-f16-chess55 f16.gguf f16-chess55.gguf
-  bench_pair v2-q4_0-chess55 q4_0.gguf q4_0-chess55.gguf
-  bench_pair v2-f16-ffn85 f16.gguf f16-ffn85.gguf
-  bench_pair v2-f16-zero f16.gguf f16-zero.gguf
-  bench_pair v2-q4_0-zero q4_0.gguf q4_0-zero.gguf
-  unset GGUFSPARSE_CUDA_V2
-}
-
 stage_bench() {
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
   bench_pair f16-chess55 f16.gguf f16-chess55.gguf
@@ -156,9 +143,7 @@ if has files; then stage_files > "$OUT/files.log" 2>&1 & files_pid=$!; fi
 if has build; then build_rest || exit 1; fi
 if has ops; then
   stage_ops || rc=1
-  ( export GGUFSPARSE_CUDA_V2=1; stage_ops -v2 ) || rc=1
 fi
 if [ -n "$files_pid" ]; then wait "$files_pid" || rc=1; cat "$OUT/files.log"; fi
-if has bench2; then stage_bench2 || rc=1; fi
 if has bench; then stage_bench || rc=1; fi
 exit $rc

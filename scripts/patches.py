@@ -5,6 +5,7 @@
     (edit, build, commit in DIR by concern: `git commit --fixup`, `git rebase -i --autosquash`)
     python scripts/patches.py export DIR    # patches/ rewritten from DIR's commits (git format-patch)
     python scripts/patches.py check         # every patch applies, in order, to a fresh sdist
+    python scripts/patches.py builds WORK   # and each prefix of the series builds (libllama, ggml)
 
 `tree` extracts the sdist as `ggufsparse build-runtime` does (llama.cpp's models/ left out) and
 applies each patch with `git am`, so each concern stays one commit; ggml-sparse/ is not part of
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from ggufsparse.errors import UserError
 from ggufsparse.paths import cache_dir
-from ggufsparse.runtime import sdist, source
+from ggufsparse.runtime import build, sdist, source
 
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT / "patches"
@@ -60,7 +61,7 @@ def make_tree(tree: Path, patches: list[Path]) -> None:
 def export(tree: Path, out: Path) -> list[str]:
     out.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        _git(tree, "format-patch", "-q", "--zero-commit", "--no-signature", "--full-index", "-o", tmp,
+        _git(tree, "format-patch", "-q", "--no-numbered", "--zero-commit", "--no-signature", "--full-index", "-o", tmp,
              f"{BASE_TAG}..HEAD")
         new = sorted(Path(tmp).glob("*.patch"))
         for old in out.glob("*.patch"):
@@ -70,12 +71,44 @@ def export(tree: Path, out: Path) -> list[str]:
     return [p.name for p in new]
 
 
+def build_prefixes(work: Path, patches: list[Path], jobs: int) -> list[str]:
+    """Build libllama and ggml (CPU) after each patch in turn, in one incremental build tree."""
+    flags = build.BuildFlags()
+    launchers, env = build._ccache_env(cache_dir())
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "build.log"
+    done = []
+    for k in range(1, len(patches) + 1):
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            stage = Path(tmp) / "stage"
+            source.extract(sdist.fetch(cache_dir()), stage)
+            prefix = Path(tmp) / "patches"
+            prefix.mkdir()
+            for p in patches[:k]:
+                (prefix / p.name).write_bytes(p.read_bytes())
+            source.apply_patches(stage, prefix)
+            source.copy_sparse_ops(stage, ROOT / "ggml-sparse")
+            source.sync(stage, work / "src")
+        if not (work / "build" / "CMakeCache.txt").exists():
+            cmd = ["cmake", "-S", str(work / "src" / source.LLAMA_DIR), "-B", str(work / "build"), "-G", "Ninja",
+                   *flags.cmake_args(), *launchers]
+            build._run_logged(cmd, log, env)
+        print(f"building with {patches[k - 1].name} ...", flush=True)
+        build._run_logged(["cmake", "--build", str(work / "build"), "--target", "llama", "ggml", "-j", str(jobs)],
+                          log, env, progress=True)
+        done.append(patches[k - 1].name)
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("tree", help="a git tree of the sdist with one commit per patch").add_argument("dir", type=Path)
     sub.add_parser("export", help="rewrite patches/ from a tree's commits").add_argument("dir", type=Path)
     sub.add_parser("check", help="apply every patch in order to a fresh sdist")
+    builds = sub.add_parser("builds", help="build libllama and ggml after each patch in turn")
+    builds.add_argument("work", type=Path)
+    builds.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     patches = sorted(PATCHES.glob("*.patch"))
     try:
@@ -85,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "export":
             names = export(args.dir, PATCHES)
             print("\n".join(f"patches/{n}" for n in names))
+        elif args.cmd == "builds":
+            for name in build_prefixes(args.work, patches, args.jobs):
+                print(f"builds with patches up to {name}")
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 make_tree(Path(tmp) / "tree", patches)

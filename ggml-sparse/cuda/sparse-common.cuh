@@ -1,4 +1,4 @@
-// ggufsparse: what the CUDA sparse kernels share (sparse-ops.cu, and sparse-ops-v2.cu's rewrite):
+// ggufsparse: what the CUDA sparse kernels share (sparse-ops.cu):
 // float loads of the plain weight types, ggml's q8_1 dot products by type, the type groups, and
 // the split of an input-sparse product over blocks with its fixed-order partial-sum reduction.
 #pragma once
@@ -157,9 +157,3 @@ static void sparse_sum_splits(const float * part, ggml_tensor * dst, int n_split
     k_sparse_sum_splits<<<grid, 256, 0, stream>>>(part, (float *) dst->data, n, n_splits, dst->nb[1] / sizeof(float));
     CUDA_CHECK(cudaGetLastError());
 }
-
-// sparse-ops-v2.cu: the rewrite, on with GGUFSPARSE_CUDA_V2=1; each returns false where it does
-// not take the node (the kernels of sparse-ops.cu then run)
-bool ggml_cuda_sparse_v2_enabled();
-bool ggml_cuda_op_mul_mat_rows_v2(ggml_backend_cuda_context & ctx, ggml_tensor * dst);
-bool ggml_cuda_op_axpy_sparse_v2(ggml_backend_cuda_context & ctx, ggml_tensor * dst);

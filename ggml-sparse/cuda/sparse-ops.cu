@@ -11,9 +11,8 @@
 // mul_mat_nm:   one warp per output row over its kept values; the input is gathered by the
 //               permutation once per token.
 //
-// With GGUFSPARSE_CUDA_V2=1, mul_mat_rows and axpy_sparse first try sparse-ops-v2.cu's rewrite.
 // Nothing here synchronises with the host, so CUDA graphs keep working. The sparsity counters
-// of the CPU ops (GGUFSPARSE_STATS) are not kept on the GPU.
+// of the CPU ops (a context's ggml_sparse_stats) are not kept on the GPU.
 
 #include "sparse-ops.cuh"
 #include "sparse-common.cuh"
@@ -194,9 +193,6 @@ static void sparse_launch_rows_f(const ggml_tensor * w, const ggml_tensor * x, c
 }
 
 void ggml_cuda_op_mul_mat_rows(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
-    if (ggml_cuda_sparse_v2_enabled() && ggml_cuda_op_mul_mat_rows_v2(ctx, dst)) {
-        return;
-    }
     const ggml_tensor * w    = dst->src[0];
     const ggml_tensor * x    = dst->src[1];
     const ggml_tensor * mask = dst->src[2];
@@ -398,9 +394,6 @@ static __global__ void k_axpy_packed(const char * wt, const float * h, float * p
 static constexpr int64_t SPARSE_MAX_SHARED_FLOATS = 8192;  // 32 KiB of activations per block
 
 void ggml_cuda_op_axpy_sparse(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
-    if (ggml_cuda_sparse_v2_enabled() && ggml_cuda_op_axpy_sparse_v2(ctx, dst)) {
-        return;
-    }
     const ggml_tensor * wt = dst->src[0];
     const ggml_tensor * h  = dst->src[1];
     const int64_t n = dst->ne[0];

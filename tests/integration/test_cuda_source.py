@@ -32,12 +32,10 @@ def test_sparse_cuda_kernels_compile(runtime, tmp_path):
     if not (Path(nvcc).resolve().parent.parent / "include" / "cublas_v2.h").exists():
         (tmp_path / "cublas_v2.h").write_text(_CUBLAS_STUB)
         includes += ["-isystem", str(tmp_path)]
-    # every op the CUDA backend dispatches to is defined, and the rewrite the ops call with
-    # GGUFSPARSE_CUDA_V2=1
+    # every op the CUDA backend dispatches to is defined, in one implementation
+    assert sorted(p.name for p in (tree / "ggml-sparse").glob("*.cu")) == ["sparse-ops.cu"]
     wanted = {"sparse-ops.cu": ("ggml_cuda_op_sparse_act", "ggml_cuda_op_mul_mat_rows", "ggml_cuda_op_axpy_sparse",
-                                "ggml_cuda_op_mul_mat_nm", "ggml_cuda_sparse_supports_op"),
-              "sparse-ops-v2.cu": ("ggml_cuda_sparse_v2_enabled", "ggml_cuda_op_mul_mat_rows_v2",
-                                   "ggml_cuda_op_axpy_sparse_v2")}
+                                "ggml_cuda_op_mul_mat_nm", "ggml_cuda_sparse_supports_op")}
     for source_name, names in wanted.items():
         kernels = tree / "ggml-sparse" / source_name
         assert kernels.is_file(), f"{kernels}: the patched tree lacks the CUDA sparse ops"

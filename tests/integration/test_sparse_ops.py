@@ -1,4 +1,4 @@
-"""The sparse ggml ops (patches/0003, ggml-sparse/cpu) against the dense computation, in the
+"""The sparse ggml ops (patches/0001, ggml-sparse/cpu) against the dense computation, in the
 real build: every weight type, odd shapes, 1-4 threads, sparsity 0, 0.5 and 1."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The GGUF layout that the converter writes and the patched runtime reads.
 
 Every `ggufsparse.*` key and every extra tensor name is spelled here once; the C side
-(`llama-arch.cpp` in patches/0001) mirrors the tensor names and a test checks both agree.
+(`llama-arch.cpp` in patches/0003) mirrors the tensor names and a test checks both agree.
 The prose version of this contract is docs/format.md.
 """
 

@@ -1,7 +1,7 @@
 """The FFN activation a sparsity fine-tune (ProSparse) gives a model: ReLU or FATReLU.
 
 A file that carries `ggufsparse.activation` computes act(gate) with it instead of the
-architecture's own (SiLU, GELU); the patched runtime does the same (patches/0008).
+architecture's own (SiLU, GELU); the patched runtime does the same (patches/0005).
 """
 
 from __future__ import annotations

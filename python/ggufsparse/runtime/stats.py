@@ -1,5 +1,6 @@
 """The sparsity the runtime reached, from the report it writes to GGUFSPARSE_STATS when a
-context is freed (docs/sparse-runtime.md): cumulative over the process, so one model per process."""
+context is freed (docs/sparse-runtime.md): summed over the process's contexts, for llama.cpp's
+tools run as child processes. One context's own counts, in process: `runtime.sparse_api.report`."""
 
 from __future__ import annotations
 
