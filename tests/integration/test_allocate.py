@@ -16,7 +16,7 @@ from ggufsparse.format import layout
 from ggufsparse.models.tokenizer import gguf_tokenizer
 from ggufsparse.models.torch_model import GGUFTorchModel
 from ggufsparse.pipeline.convert import _layer_result
-from ggufsparse.pipeline.recipe import Recipe
+from ggufsparse.pipeline.recipe import AllocationSection, Recipe
 from ggufsparse.reference import allocate, sensitivity, sparse_forward
 from ggufsparse.reference.sensitivity import Sensitivity, Site
 
@@ -83,7 +83,7 @@ def test_gradient_sensitivity_matches_measured_kl(default_model):
 @pytest.mark.model
 def test_heldout_windows_follow_the_calibration_windows(default_model):
     tok = gguf_tokenizer(default_model)
-    recipe = Recipe(calib_tokens=512, calib_seq_len=128, alloc_windows=3)
+    recipe = Recipe(calib_tokens=512, calib_seq_len=128, allocation=AllocationSection(windows=3))
     from ggufsparse.pipeline.convert_alloc import heldout_windows
 
     path = calib_text.default_calibration_file()

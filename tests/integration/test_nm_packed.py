@@ -264,12 +264,12 @@ def test_thresholds_on_a_packed_only_file_are_refused(packed_pair, tmp_path):
 
 def test_chess_on_esparse_refuses_packed_only_storage():
     from ggufsparse.errors import UserError
-    from ggufsparse.pipeline.recipe import Recipe
+    from ggufsparse.pipeline.recipe import NMSection, Recipe
 
     assert Recipe(method="esparse").storage == "packed"
     assert Recipe(method="chess+esparse").storage == "masked+packed"
     with pytest.raises(UserError, match="masked\\+packed"):
-        Recipe(method="chess+esparse", nm_storage="packed").validate()
+        Recipe(method="chess+esparse", nm=NMSection(storage="packed")).validate()
 
 
 @pytest.mark.runtime

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ggufsparse.errors import UserError
 from ggufsparse.models.known import resolve
+from ggufsparse.pipeline import recipe as recipes
 
 
 def add_parser(sub) -> None:
@@ -53,10 +54,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here: training loads torch (seconds), which the other commands never need
-    from ggufsparse.methods.prosparse import recipe as ft_recipe
+    from ggufsparse.methods.prosparse.recipe import FinetuneRecipe
     from ggufsparse.methods.prosparse.run import finetune
 
-    recipe, recipe_model = ft_recipe.load(args.recipe) if args.recipe else (ft_recipe.FinetuneRecipe(), None)
+    recipe, recipe_model = recipes.load_finetune_recipe(args.recipe) if args.recipe else (FinetuneRecipe(), None)
     recipe = recipe.override(method=args.method, data=args.data, steps=args.steps, batch=args.batch,
                              seq_len=args.seq_len, lr=args.lr, fatrelu=args.fatrelu, save_every=args.save_every,
                              eval_windows=args.eval_windows, seed=args.seed,

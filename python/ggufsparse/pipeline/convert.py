@@ -43,13 +43,14 @@ def _check_input(reader, path: Path) -> None:
 
 def _layer_result(stats, recipe: Recipe, ffn_level: float, attn_level: float | None) -> LayerResult:
     if recipe.method == "chess":
-        ffn = chess.ffn_thresholds(stats.ffn, ffn_level, recipe.chess_norm)
+        ffn = chess.ffn_thresholds(stats.ffn, ffn_level, recipe.chess.norm)
     else:
         ffn = cats.ffn_thresholds(stats.ffn, ffn_level)
     result = LayerResult(ffn.theta, ffn.sparsity)
-    if recipe.down_sparsity is not None:
+    down = recipe.allocation.down_sparsity
+    if down is not None:
         ffn_in = stats.ffn_inputs
-        result.inputs["ffn_down_in"] = down_input_threshold(ffn_in.mlp, ffn_in.inputs, ffn.theta, recipe.down_sparsity)
+        result.inputs["ffn_down_in"] = down_input_threshold(ffn_in.mlp, ffn_in.inputs, ffn.theta, down)
     if attn_level is not None:
         result.q_threshold, result.q_sparsity = attention.input_threshold(stats.q_input, attn_level)
         result.o_threshold, result.o_sparsity = attention.input_threshold(stats.o_input, attn_level)
@@ -63,7 +64,7 @@ def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dty
     model = GGUFTorchModel(path, dtype)
     # with --allocate, every layer's thresholds at every candidate level; the allocation picks
     grid = None
-    if recipe.allocate != "none":
+    if recipe.allocation.mode != "none":
         grid = level_grid(recipe)
         split_gate_levels = split_levels(recipe)
     per_layer: list = []
@@ -71,7 +72,7 @@ def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dty
 
     def on_layer(i: int, stats) -> None:
         if recipe.is_teal:
-            if recipe.teal_alloc == "greedy":
+            if recipe.teal.alloc == "greedy":
                 bar.set_postfix_str(f"greedy allocation of layer {i}")
             per_layer.append(layer_result(stats, recipe))
         elif grid is None:
@@ -86,8 +87,8 @@ def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dty
     bar = tqdm(total=total, desc="calibrating", unit="win", disable=not progress)
     with bar:
         calib_layers.run_layers(model, calib.windows, on_layer, calib_layers.Progress(bar.update),
-                             inputs=recipe.is_teal, keep=recipe.teal_windows if recipe.is_teal else 0,
-                             mlp_inputs=recipe.down_sparsity is not None or grid is not None)
+                             inputs=recipe.is_teal, keep=recipe.teal.windows if recipe.is_teal else 0,
+                             mlp_inputs=recipe.allocation.down_sparsity is not None or grid is not None)
     if grid is None:
         return per_layer, calib, None
     results, report = allocate_levels(model, recipe, grid, per_layer, splits, calib_file, (tokenize, bos), progress)

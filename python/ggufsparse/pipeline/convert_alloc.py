@@ -16,7 +16,6 @@ measured the same way and the least KL of all is written.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import numpy as np
 from tqdm import tqdm
@@ -34,7 +33,7 @@ SPLIT_STEPS = (0.05, 0.10, 0.15)  # the FFN splits tried: the channels' level lo
 
 def level_grid(recipe: Recipe) -> np.ndarray:
     """Candidate levels: 0 to TOP_LEVEL by alloc_step, plus the requested levels themselves."""
-    levels = [np.arange(0.0, TOP_LEVEL + 1e-9, recipe.alloc_step), [recipe.sparsity]]
+    levels = [np.arange(0.0, TOP_LEVEL + 1e-9, recipe.allocation.step), [recipe.sparsity]]
     if recipe.attn_sparsity is not None:
         levels.append([recipe.attn_sparsity])
     return np.unique(np.round(np.concatenate(levels), 6))
@@ -48,17 +47,17 @@ def split_levels(recipe: Recipe) -> list[float]:
 
 def split_recipe(recipe: Recipe, gate_level: float) -> Recipe:
     """The recipe of one split: channels at gate_level, down's input cut to 2 x --sparsity - gate_level."""
-    return replace(recipe, down_sparsity=round(2 * recipe.sparsity - gate_level, 6))
+    return recipe.override(down_sparsity=round(2 * recipe.sparsity - gate_level, 6))
 
 
 def heldout_windows(calib_file, tok, recipe: Recipe) -> tuple[np.ndarray, int]:
     """(windows, index of the first): the calibration file's windows after the calibration ones."""
     tokenize, bos = tok
     first = recipe.calib_tokens // recipe.calib_seq_len
-    want = first + recipe.alloc_windows
+    want = first + recipe.allocation.windows
     windows = calib_text.load(calib_file, tokenize, bos, want * recipe.calib_seq_len, recipe.calib_seq_len).windows
     if len(windows) < want:
-        raise UserError(f"{calib_file}: --allocate needs {recipe.alloc_windows} windows of held-out text after "
+        raise UserError(f"{calib_file}: --allocate needs {recipe.allocation.windows} windows of held-out text after "
                         f"the {first} calibration windows, the file has {max(len(windows) - first, 0)}; "
                         "use a longer file or fewer --alloc-windows")
     return windows[first:], first
@@ -99,10 +98,10 @@ def allocate_levels(tm, recipe: Recipe, grid: np.ndarray, grids: list[list], spl
     tm.load_all()
     kinds = (sensitivity.FFN,) + (() if recipe.attn_sparsity is None else (sensitivity.ATTN_Q, sensitivity.ATTN_OUT))
     sites = sensitivity.sites_of(tm, kinds)
-    with tqdm(total=len(windows) * recipe.alloc_draws, desc="sensitivity", unit="pass",
+    with tqdm(total=len(windows) * recipe.allocation.draws, desc="sensitivity", unit="pass",
               disable=not progress) as bar:
         table = sensitivity.measure(tm, windows, sites, [_site_thresholds(grids, s) for s in sites], grid,
-                                    recipe.alloc_draws, progress=bar.update)
+                                    recipe.allocation.draws, progress=bar.update)
     at = {x: int(np.flatnonzero(grid == np.round(x, 6))[0]) for x in (recipe.sparsity, recipe.attn_sparsity)
           if x is not None}
     uniform = np.array([at[recipe.sparsity if s.kind == sensitivity.FFN else recipe.attn_sparsity]

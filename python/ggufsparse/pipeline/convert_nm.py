@@ -56,8 +56,9 @@ def block_count(reader) -> int:
 
 
 def plan_of(recipe: Recipe) -> NMPlan:
-    return NMPlan(parse_pattern(recipe.nm), recipe.method, recipe.shuffle, recipe.nm_alpha, recipe.nm_bins,
-                  recipe.nm_block, recipe.nm_passes, dense_blocks=tuple(recipe.nm_dense_blocks))
+    nm = recipe.nm
+    return NMPlan(parse_pattern(nm.pattern), recipe.method, recipe.shuffle, nm.alpha, nm.bins, nm.block, nm.passes,
+                  dense_blocks=tuple(nm.dense_blocks))
 
 
 def _zeroed_type(source):
@@ -117,7 +118,7 @@ def _keys(recipe: Recipe, pruned: PruneResult, calib) -> list[ExtraKey]:
         ExtraKey(layout.Keys.CALIB_FILE, calib.source, V.STRING),
         ExtraKey(layout.Keys.CALIB_SHA256, calib.sha256, V.STRING),
         ExtraKey(layout.Keys.CALIB_TOKENS, calib.n_tokens, V.UINT64),
-        ExtraKey(layout.Keys.NM_PATTERN, recipe.nm, V.STRING),
+        ExtraKey(layout.Keys.NM_PATTERN, recipe.nm.pattern, V.STRING),
         ExtraKey(layout.Keys.NM_STORAGE, recipe.storage, V.STRING),
         ExtraKey(layout.Keys.NM_TENSORS, [w.name for w in pruned.weights], V.ARRAY, V.STRING),
         ExtraKey(layout.Keys.NM_KEPT_SCORE, [w.kept_score for w in pruned.weights], V.ARRAY, V.FLOAT32),

@@ -18,11 +18,11 @@ def layer_result(stats, recipe: Recipe) -> LayerResult:
     ffn, fixed = None, []
     sites, target = teal.SITES, recipe.sparsity
     if recipe.method == "chess+teal":
-        ffn = chess.ffn_thresholds(stats.ffn, recipe.sparsity, recipe.chess_norm)
+        ffn = chess.ffn_thresholds(stats.ffn, recipe.sparsity, recipe.chess.norm)
         sites, target = teal.ATTN_SITES, recipe.attn_sparsity
         fixed = [teal.ChannelThresholds(stats.block.layer, ffn.theta)]
-    if recipe.teal_alloc == "greedy":
-        levels, _ = teal.greedy_levels(stats, sites, target, recipe.teal_step, fixed)
+    if recipe.teal.alloc == "greedy":
+        levels, _ = teal.greedy_levels(stats, sites, target, recipe.teal.step, fixed)
     else:
         levels = teal.uniform_levels(sites, target)
     thresholds = teal.SiteThresholds(stats)
@@ -37,7 +37,7 @@ def teal_keys(recipe: Recipe, results: list[LayerResult]) -> list[ExtraKey]:
     V = gguf.GGUFValueType
     target = recipe.attn_sparsity if recipe.method == "chess+teal" else recipe.sparsity
     return [
-        ExtraKey(layout.Keys.TEAL_ALLOCATION, recipe.teal_alloc, V.STRING),
+        ExtraKey(layout.Keys.TEAL_ALLOCATION, recipe.teal.alloc, V.STRING),
         ExtraKey(layout.Keys.TEAL_SPARSITY, target, V.FLOAT32),
         ExtraKey(layout.Keys.TEAL_BLOCK_SPARSITY, [float(r.block_level) for r in results], V.ARRAY, V.FLOAT32),
     ]

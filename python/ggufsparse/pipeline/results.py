@@ -105,7 +105,7 @@ def summary(result: ConvertResult | NMConvertResult, recipe) -> tuple[dict, str]
     if result.layers and result.layers[0].block_level is not None:
         levels = [r.block_level for r in result.layers]
         summary["teal_block_sparsity_mean"] = sum(levels) / len(levels)
-        parts.append(f"TEAL ({recipe.teal_alloc}) parameter-weighted level {summary['teal_block_sparsity_mean']:.3f}")
+        parts.append(f"TEAL ({recipe.teal.alloc}) parameter-weighted level {summary['teal_block_sparsity_mean']:.3f}")
     if recipe.method == "prosparse":
         parts.append("the checkpoint's ReLU-family activation, sparse FFN tensors")
     what = f"{recipe.method}, {', '.join(parts)}, +{100 * result.extra_bytes / result.original_bytes:.1f}% size"
@@ -128,7 +128,7 @@ def _nm_summary(result: NMConvertResult, recipe) -> tuple[dict, str]:
                "dense_blocks": sorted(result.pruned.dense_blocks),
                "kept_score_mean": sum(kept) / max(len(kept), 1),
                "original_bytes": result.original_bytes, "file_bytes": result.written_bytes}
-    return summary, (f"{recipe.method} {recipe.nm} (shuffle {recipe.shuffle}), "
+    return summary, (f"{recipe.method} {recipe.nm.pattern} (shuffle {recipe.shuffle}), "
                      f"{len(kept)} tensors pruned, {100 * summary['kept_score_mean']:.1f}% of the score kept, "
                      f"storage {recipe.storage}: file {100 * result.written_bytes / result.original_bytes:.1f}% "
                      "of the original")

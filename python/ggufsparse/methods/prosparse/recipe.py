@@ -1,5 +1,6 @@
-"""The settings of a ProSparse fine-tune: `ggufsparse finetune --recipe` reads them from a TOML file
-in convert/ (e.g. prosparse-smollm2-135m); flags override fields."""
+"""The settings of a ProSparse fine-tune: `ggufsparse finetune --recipe` reads them from the
+[prosparse] section of a TOML file in convert/ (e.g. prosparse-smollm2-135m; pipeline/recipe.py reads
+the file); flags override fields."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from ggufsparse.errors import UserError
 from ggufsparse.methods.prosparse import schedule
-from ggufsparse.pipeline.recipe import read_recipe_file
 
 
 @dataclass(frozen=True)
@@ -85,18 +85,18 @@ _TYPES = {"method": str, "stages": list, "steps": int, "batch": int, "seq_len": 
           "relu_anneal": (int, float)}
 
 
-def load(name_or_file: str) -> tuple[FinetuneRecipe, str | None]:
-    """(recipe, the model it names or None)."""
-    path, data, model = read_recipe_file(name_or_file)
+def from_dict(data: dict, source: str) -> FinetuneRecipe:
+    """A fine-tune recipe from its fields (as a TOML file gives them); source names the file in errors."""
     unknown = sorted(set(data) - {f.name for f in fields(FinetuneRecipe)})
     if unknown:
-        raise UserError(f"{path}: unknown field '{unknown[0]}' for a fine-tune recipe")
+        raise UserError(f"{source}: unknown field '{unknown[0]}' for a fine-tune recipe")
+    data = dict(data)
     for name, value in data.items():
         if not isinstance(value, _TYPES[name]) or isinstance(value, bool):
-            raise UserError(f"{path}: field '{name}' = {value!r} has the wrong type")
+            raise UserError(f"{source}: field '{name}' = {value!r} has the wrong type")
     if "stages" in data:
         try:
             data["stages"] = tuple((float(lam), float(end)) for lam, end in data["stages"])
         except (TypeError, ValueError):
-            raise UserError(f"{path}: stages must be [lambda, end fraction] pairs") from None
-    return FinetuneRecipe(**data), model
+            raise UserError(f"{source}: stages must be [lambda, end fraction] pairs") from None
+    return FinetuneRecipe(**data)
