@@ -13,6 +13,7 @@ import pytest
 import torch
 from ggufsparse.calib import layers as calib_layers
 from ggufsparse.calib import text as calib_text
+from ggufsparse.calib.stats import LayerStats, layer_collectors
 from ggufsparse.format import layout
 from ggufsparse.methods import teal
 from ggufsparse.models import torch_model
@@ -44,7 +45,8 @@ def layer2_stats(default_model):
             raise Enough  # leaves the layer loaded: its unloading comes after on_layer returns
 
     with pytest.raises(Enough):
-        calib_layers.run_layers(tm, windows, on_layer, inputs=True, keep=1)
+        calib_layers.run_layers(tm, windows, layer_collectors() | teal.collectors(1),
+                                lambda i, got: on_layer(i, LayerStats(**got)))
     return kept["stats"]
 
 

@@ -1,21 +1,22 @@
 """Run calibration windows through a GGUF model one decoder layer at a time and collect statistics.
 
 Layer by layer (as Wanda and SparseGPT do): the inputs of layer 0 for every window are captured
-once, then each layer is loaded from the GGUF, run over all windows with the statistics taps
-on, turned into thresholds by the method, and unloaded. Memory is one layer, the embeddings
+once, then each layer is loaded from the GGUF, run over all windows with the caller's collectors'
+hooks on (calib/stats.py), handed with what they collected to the caller, and unloaded. Memory is one layer, the embeddings
 and the hidden states of the calibration windows, whatever the model's depth.
 The statistics are those of the dense model (every layer sees dense inputs), as in CHESS.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from ggufsparse.calib.stats import BlockInputs, LayerStats, LayerTaps, new_layer_stats
 from ggufsparse.models.torch_model import GGUFTorchModel
 
 
@@ -85,21 +86,27 @@ def each_layer(tm: GGUFTorchModel, windows: np.ndarray):
         tm.unload_layer(i)
 
 
-def run_layers(tm: GGUFTorchModel, windows: np.ndarray,
-               on_layer: Callable[[int, LayerStats], None], progress: Progress | None = None,
-               *, inputs: bool = False, keep: int = 0, mlp_inputs: bool = False) -> None:
-    """Calls on_layer(i, stats) for each decoder layer with the statistics of its calibration pass
-    (the layer still loaded). inputs: also histogram the FFN projections' inputs; keep: stats.block
-    holds the layer and the dense hidden states entering it for the first `keep` windows;
-    mlp_inputs: stats.ffn_inputs holds the FFN and its inputs for every window."""
+class Collector(Protocol):
+    """Statistics of one layer's pass: hooks(layer, hidden states entering it, its keyword arguments)
+    is entered before the windows go through the layer and starts a fresh accumulator; result()
+    hands it over afterwards."""
+
+    def hooks(self, layer, hidden: list[torch.Tensor], kwargs: dict) -> AbstractContextManager: ...
+
+    def result(self) -> Any: ...
+
+
+def run_layers(tm: GGUFTorchModel, windows: np.ndarray, collectors: Mapping[str, Collector],
+               on_layer: Callable[[int, dict[str, Any]], None], progress: Progress | None = None) -> None:
+    """Calls on_layer(i, {name: collector.result()}) for each decoder layer after its calibration
+    pass with every collector's hooks on (the layer still loaded)."""
     progress = progress or Progress()
     for i, layer, hidden, kwargs in each_layer(tm, windows):
-        stats = new_layer_stats(layer, inputs, mlp_inputs)
-        if keep:
-            stats.block = BlockInputs(layer, [h.clone() for h in hidden[:keep]], kwargs)
-        with LayerTaps(layer, stats):
+        with ExitStack() as stack:
+            for c in collectors.values():
+                stack.enter_context(c.hooks(layer, hidden, kwargs))
             through_layer(layer, hidden, kwargs, progress)
-        on_layer(i, stats)
+        on_layer(i, {name: c.result() for name, c in collectors.items()})
 
 
 def prune_layers(tm: GGUFTorchModel, windows: np.ndarray,

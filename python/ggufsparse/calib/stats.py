@@ -6,11 +6,11 @@ calibration tokens pass through.
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from typing_extensions import Self
 
 # Histogram range and resolution for |activation|: 10 decades at 128 bins a decade, so a bin
 # is 1.8% wide; below LO (exact zeros included) and above HI have a bin each.
@@ -129,50 +129,86 @@ class FFNInputs:
 
 @dataclass
 class LayerStats:
+    """What a method reads of one layer's calibration pass: the fields are the names of the
+    collectors it was given (layer_collectors(), plus e.g. methods/teal.py's collectors())."""
+
     ffn: FFNStats
     q_input: LogHistograms  # |x| at attn_q's input (also attn_k's and attn_v's), tensor-wide
     o_input: LogHistograms  # |x| at attn_output's input, tensor-wide
     ffn_input: LogHistograms | None = None  # |x| at ffn_gate's and ffn_up's input (TEAL only)
     down_input: LogHistograms | None = None  # |h| at ffn_down's input (TEAL only)
-    block: BlockInputs | None = None  # with calibrate.run_layers(keep=k)
-    ffn_inputs: FFNInputs | None = None  # with calibrate.run_layers(mlp_inputs=True)
+    block: BlockInputs | None = None  # with a KeepBlock collector
+    ffn_inputs: FFNInputs | None = None  # with a KeepFFNInputs collector
 
 
-class LayerTaps:
-    """Forward hooks on one decoder layer that feed a LayerStats; use as a context manager."""
+# Collectors: each, for one decoder layer's calibration pass, puts forward hooks on the layer that
+# feed a fresh accumulator (`hooks(layer, hidden, kwargs)`, a context manager entered before the
+# windows go through the layer) and hands it over afterwards (`result()`).
 
-    def __init__(self, layer, stats: LayerStats):
-        self.layer, self.stats, self.handles = layer, stats, []
 
-    def __enter__(self) -> Self:
-        mlp, attn, s = self.layer.mlp, self.layer.self_attn, self.stats
-        self.handles = [
-            mlp.act_fn.register_forward_hook(lambda _m, _i, out: s.ffn.add_gate(out)),
-            mlp.up_proj.register_forward_hook(lambda _m, _i, out: s.ffn.add_up(out)),
-            attn.q_proj.register_forward_pre_hook(lambda _m, args: s.q_input.add(args[0])),
-            attn.o_proj.register_forward_pre_hook(lambda _m, args: s.o_input.add(args[0])),
-        ]
-        if s.ffn_inputs is not None:
-            self.handles.append(mlp.register_forward_pre_hook(
-                lambda _m, args: s.ffn_inputs.inputs.append(args[0].detach().reshape(-1, args[0].shape[-1]).clone())))
-        if s.ffn_input is not None:
-            self.handles += [
-                mlp.gate_proj.register_forward_pre_hook(lambda _m, args: s.ffn_input.add(args[0])),
-                mlp.down_proj.register_forward_pre_hook(lambda _m, args: s.down_input.add(args[0])),
-            ]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self.handles:
+@contextmanager
+def _hooked(handles: list):
+    try:
+        yield
+    finally:
+        for h in handles:
             h.remove()
 
 
-def new_layer_stats(layer, inputs: bool = False, mlp_inputs: bool = False) -> LayerStats:
-    """inputs: also the histograms of the FFN projections' inputs (TEAL); mlp_inputs: keep the FFN's
-    inputs themselves (a threshold that depends on the channel thresholds, computed after them)."""
-    stats = LayerStats(FFNStats(layer.mlp.up_proj.out_features), LogHistograms(1), LogHistograms(1))
-    if inputs:
-        stats.ffn_input, stats.down_input = LogHistograms(1), LogHistograms(1)
-    if mlp_inputs:
-        stats.ffn_inputs = FFNInputs(layer.mlp, [])
-    return stats
+class FFNChannels:
+    """FFNStats of the layer's FFN: |act(gate)| per channel and up's sums."""
+
+    def hooks(self, layer, hidden: list, kwargs: dict):
+        mlp = layer.mlp
+        self.stats = s = FFNStats(mlp.up_proj.out_features)
+        return _hooked([mlp.act_fn.register_forward_hook(lambda _m, _i, out: s.add_gate(out)),
+                        mlp.up_proj.register_forward_hook(lambda _m, _i, out: s.add_up(out))])
+
+    def result(self) -> FFNStats:
+        return self.stats
+
+
+class InputHistogram:
+    """A tensor-wide histogram of |x| at the input of the layer's submodule `path` (e.g. self_attn.q_proj)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def hooks(self, layer, hidden: list, kwargs: dict):
+        self.hist = h = LogHistograms(1)
+        return _hooked([layer.get_submodule(self.path).register_forward_pre_hook(lambda _m, args: h.add(args[0]))])
+
+    def result(self) -> LogHistograms:
+        return self.hist
+
+
+class KeepBlock:
+    """The layer and the dense hidden states entering it for its first `windows` windows."""
+
+    def __init__(self, windows: int):
+        self.windows = windows
+
+    def hooks(self, layer, hidden: list, kwargs: dict):
+        self.block = BlockInputs(layer, [h.clone() for h in hidden[: self.windows]], kwargs)
+        return nullcontext()
+
+    def result(self) -> BlockInputs:
+        return self.block
+
+
+class KeepFFNInputs:
+    """The layer's FFN module and its inputs on every window."""
+
+    def hooks(self, layer, hidden: list, kwargs: dict):
+        self.kept = kept = FFNInputs(layer.mlp, [])
+        return _hooked([layer.mlp.register_forward_pre_hook(
+            lambda _m, args: kept.inputs.append(args[0].detach().reshape(-1, args[0].shape[-1]).clone()))])
+
+    def result(self) -> FFNInputs:
+        return self.kept
+
+
+def layer_collectors() -> dict:
+    """The collectors of LayerStats' required fields: the FFN's channels and the attention inputs."""
+    return {"ffn": FFNChannels(), "q_input": InputHistogram("self_attn.q_proj"),
+            "o_input": InputHistogram("self_attn.o_proj")}

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from typing_extensions import Self
 
-from ggufsparse.calib.stats import LayerStats
+from ggufsparse.calib.stats import InputHistogram, KeepBlock, LayerStats
 from ggufsparse.format import layout
 from ggufsparse.methods import attention
 
@@ -40,6 +40,13 @@ MODULES = {
 
 MAX_LEVEL = 0.95
 MAX_STEP = 0.1
+
+
+def collectors(windows: int) -> dict:
+    """What TEAL reads beside calib.stats.layer_collectors(): the FFN projections' input histograms,
+    and the block with its inputs on `windows` windows for the greedy allocation."""
+    return {"ffn_input": InputHistogram("mlp.gate_proj"), "down_input": InputHistogram("mlp.down_proj"),
+            "block": KeepBlock(windows)}
 
 
 def module(layer, site: str):

@@ -16,12 +16,13 @@ from tqdm import tqdm
 from ggufsparse import __version__
 from ggufsparse.calib import layers as calib_layers
 from ggufsparse.calib import text as calib_text
+from ggufsparse.calib.stats import KeepFFNInputs, LayerStats, layer_collectors
 from ggufsparse.calib.text import default_calibration_file
 from ggufsparse.errors import UserError
 from ggufsparse.format import layout
 from ggufsparse.format.gguf_io import ExtraKey, ExtraTensor, check_writable, open_reader, write_with_extras
 from ggufsparse.format.transpose import transposed
-from ggufsparse.methods import ACTIVATION_METHODS, attention, cats, chess
+from ggufsparse.methods import ACTIVATION_METHODS, attention, cats, chess, teal
 from ggufsparse.methods.down_cut import down_input_threshold
 from ggufsparse.methods.prosparse.export import convert_relu_family
 from ggufsparse.models.hf_import import hf_activation, hf_to_gguf, is_hf_dir
@@ -83,12 +84,16 @@ def _calibrate(path: Path, recipe: Recipe, calib_file: Path, progress: bool, dty
             splits.append({a: _layer_result(stats, split_recipe(recipe, a), a, recipe.attn_sparsity)
                            for a in split_gate_levels})
 
+    collectors = layer_collectors()
+    if recipe.is_teal:
+        collectors |= teal.collectors(recipe.teal.windows)
+    if recipe.allocation.down_sparsity is not None or grid is not None:  # the down cut follows the channels
+        collectors["ffn_inputs"] = KeepFFNInputs()
     total = model.n_layers * len(calib.windows)
     bar = tqdm(total=total, desc="calibrating", unit="win", disable=not progress)
     with bar:
-        calib_layers.run_layers(model, calib.windows, on_layer, calib_layers.Progress(bar.update),
-                             inputs=recipe.is_teal, keep=recipe.teal.windows if recipe.is_teal else 0,
-                             mlp_inputs=recipe.allocation.down_sparsity is not None or grid is not None)
+        calib_layers.run_layers(model, calib.windows, collectors, lambda i, got: on_layer(i, LayerStats(**got)),
+                                calib_layers.Progress(bar.update))
     if grid is None:
         return per_layer, calib, None
     results, report = allocate_levels(model, recipe, grid, per_layer, splits, calib_file, (tokenize, bos), progress)
