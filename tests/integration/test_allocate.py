@@ -1,5 +1,6 @@
-"""--allocate kl: the greedy allocation on known costs, the gradient-based sensitivity against the
-KL measured with the sparse forward, and the sensitivity text coming from the calibration file only."""
+"""--allocate kl on the default model: the gradient-based sensitivity against the KL measured with the
+sparse forward, and the sensitivity text coming from the calibration file only (the allocation on
+known costs: tests/unit/test_allocation.py)."""
 
 from __future__ import annotations
 
@@ -12,47 +13,13 @@ import numpy as np
 import pytest
 from ggufsparse.calib import layers as calib_layers
 from ggufsparse.calib import text as calib_text
+from ggufsparse.calib.stats import LayerStats, layer_collectors
 from ggufsparse.format import layout
 from ggufsparse.models.tokenizer import gguf_tokenizer
 from ggufsparse.models.torch_model import GGUFTorchModel
 from ggufsparse.pipeline.convert import _layer_result
 from ggufsparse.pipeline.recipe import AllocationSection, Recipe
-from ggufsparse.reference import allocate, sensitivity, sparse_forward
-from ggufsparse.reference.sensitivity import Sensitivity, Site
-
-GRID = np.round(np.arange(0, 0.951, 0.025), 6)
-HALF = int(np.flatnonzero(GRID == 0.5)[0])
-
-
-def quadratic_sites(costs: list[float], params: list[int]) -> Sensitivity:
-    """Sites whose predicted KL at level x is cost * x^2."""
-    kl = np.array([c * GRID ** 2 for c in costs])
-    return Sensitivity([Site(k, "ffn", p) for k, p in enumerate(params)], GRID, kl)
-
-
-def test_allocation_reaches_the_lagrangian_optimum():
-    # minimise x1^2 + 3 x2^2 with x1 + x2 = 1: x1 = 3/4, x2 = 1/4
-    table = quadratic_sites([1.0, 3.0], [100, 100])
-    chosen = allocate.lagrangian(table, np.array([HALF, HALF]))
-    assert list(GRID[chosen.levels]) == [0.75, 0.25]
-    assert chosen.predicted_kl == pytest.approx(0.75)
-    assert chosen.uniform_kl == pytest.approx(1.0)
-
-
-def test_budget_counts_weights_not_sites():
-    # equal costs, the second site three times larger: minimise x1^2 + x2^2 with x1 + 3 x2 = 2
-    table = quadratic_sites([1.0, 1.0], [100, 300])
-    chosen = allocate.lagrangian(table, np.array([HALF, HALF]))
-    x = GRID[chosen.levels]
-    assert abs(x[0] - 0.2) <= 0.025 and abs(x[1] - 0.6) <= 0.025
-    assert 200 - 1e-6 <= 100 * x[0] + 300 * x[1] <= 200 + 300 * 0.025
-
-
-def test_a_site_that_costs_nothing_takes_the_top_level():
-    table = quadratic_sites([0.0, 1.0, 1.0], [100, 100, 100])
-    chosen = allocate.lagrangian(table, np.array([HALF, HALF, HALF]))
-    x = GRID[chosen.levels]
-    assert x[0] == GRID[-1] and x[1] == x[2] and x.sum() >= 1.5 - 1e-9
+from ggufsparse.reference import sensitivity, sparse_forward
 
 
 @pytest.mark.model
@@ -63,7 +30,8 @@ def test_gradient_sensitivity_matches_measured_kl(default_model):
     text = calib_text.load(calib_text.default_calibration_file(), tokenize, bos, 3 * 256, 256).windows
     tm = GGUFTorchModel(default_model)
     grids = []
-    calib_layers.run_layers(tm, text[:2], lambda i, stats: grids.append(_layer_result(stats, recipe, 0.5, None)))
+    calib_layers.run_layers(tm, text[:2], layer_collectors(),
+                            lambda i, got: grids.append(_layer_result(LayerStats(**got), recipe, 0.5, None)))
     tm.load_all()
     held = text[2:]
     sites = [s for s in sensitivity.sites_of(tm, (sensitivity.FFN,)) if s.layer in (2, 20)]

@@ -1,5 +1,6 @@
 """Transposed copies: packed ones hold the original blocks exactly; K-quants are requantised to a
-packable type along their rows; shapes that cannot be packed get a plain transposed copy."""
+packable type along their rows; shapes that cannot be packed get a plain transposed copy (float
+weights: tests/unit/test_transpose_float.py)."""
 
 from __future__ import annotations
 
@@ -62,8 +63,3 @@ def test_unpackable_type_gets_a_requantised_row_copy(runtime):
     assert np.abs(back - original.T).max() < np.abs(original).max() / 15
 
 
-def test_float_weights_are_transposed_exactly(runtime):
-    w = np.random.default_rng(2).normal(size=(64, 96)).astype(np.float16)
-    data, out_type = transposed(w, T.F16)
-    assert out_type == T.F16
-    np.testing.assert_array_equal(data, w.T)
