@@ -1,4 +1,5 @@
-"""The package's shape: every module imports, no import cycle, the parts in folders, a thin CLI."""
+"""The package's shape: every module imports, no import cycle, the parts in folders and in layers
+(none imports one above it), a thin CLI."""
 
 from __future__ import annotations
 
@@ -108,3 +109,56 @@ def test_cli_modules_are_short():
     for path in sorted((PACKAGE_DIR / "cli").glob("*.py")):
         n = len(path.read_text(encoding="utf-8").splitlines())
         assert n < CLI_MAX_LINES, f"{path.name}: {n} lines; the CLI only parses, calls and prints"
+
+
+# The parts from the bottom up: a module imports (at module level or inside a function) only modules
+# of its own layer or of layers below it. runtime/ is two layers as its files stand: fetching,
+# building and finding the libraries and loading a model (which format/ and models/ use) sit low;
+# sessions, statistics, chat and the doctor (which reads models/) sit above the conversion.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("leaves", ("ggufsparse", "ggufsparse.errors", "ggufsparse.paths")),
+    ("runtime: build and library", ("ggufsparse.runtime.build", "ggufsparse.runtime.sdist", "ggufsparse.runtime.source",
+                                    "ggufsparse.runtime.locate", "ggufsparse.runtime.llm")),
+    ("format", ("ggufsparse.format",)),
+    ("models", ("ggufsparse.models",)),
+    ("calib", ("ggufsparse.calib",)),
+    ("methods", ("ggufsparse.methods",)),
+    ("reference", ("ggufsparse.reference",)),
+    ("pipeline", ("ggufsparse.pipeline",)),
+    ("runtime: sessions", ("ggufsparse.runtime",)),
+    ("eval", ("ggufsparse.eval",)),
+    ("cli", ("ggufsparse.cli", "ggufsparse.__main__")),
+]
+
+
+def _layer(module: str) -> int:
+    """The layer of a module: that of the longest prefix naming it."""
+    best, level = -1, None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > best:
+                best, level = len(p), i
+    assert level is not None, f"{module}: in no layer"
+    return level
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} ({LAYERS[_layer(a)][0]}) imports {b} ({LAYERS[_layer(b)][0]})"
+                  for a, targets in graph.items() for b in targets if _layer(b) > _layer(a))
+
+
+def test_no_part_imports_one_above_it():
+    modules = _modules()
+    graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
+    upward = _upward(graph)
+    assert not upward, "imports of a higher layer:\n" + "\n".join(upward)
+
+
+def test_layer_check_sees_function_level_imports(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from ggufsparse.pipeline.results import ConvertResult\n")
+    found = _imports("ggufsparse.format.layout", probe, {"ggufsparse.pipeline.results", "ggufsparse.format.layout"})
+    assert found == {"ggufsparse.pipeline.results"}
+    assert _upward({"ggufsparse.format.layout": found}) == [
+        "ggufsparse.format.layout (format) imports ggufsparse.pipeline.results (pipeline)"]
+    assert _layer("ggufsparse.runtime.locate") < _layer("ggufsparse.format.ggml_quant") < _layer("ggufsparse.runtime.session")

@@ -16,7 +16,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from ggufsparse.format.gguf_io import dequantize_rows
-from ggufsparse.methods import Pattern
+from ggufsparse.format.nm_pattern import Pattern
 
 T = GGMLQuantizationType
 

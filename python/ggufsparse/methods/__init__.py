@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ggufsparse.errors import UserError
+from ggufsparse.format.nm_pattern import Pattern, parse_pattern  # noqa: F401 (the N:M methods' pattern)
 
 # A channel that never fires on calibration data gets this threshold: never active.
 NEVER = np.float32(np.finfo(np.float32).max)
@@ -36,26 +36,3 @@ CHESS_NORMS = ("l2", "l1")
 ACTIVATION_METHODS = ("prosparse",)
 # N:M: the channel reorderings before choosing, and the pattern (methods/nm.py)
 SHUFFLES = ("none", "global", "global+local")
-
-
-@dataclass(frozen=True)
-class Pattern:
-    n: int
-    m: int
-
-    def __str__(self) -> str:
-        return f"{self.n}:{self.m}"
-
-    @property
-    def density(self) -> float:
-        return self.n / self.m
-
-
-def parse_pattern(text: str) -> Pattern:
-    try:
-        n, m = (int(v) for v in text.split(":"))
-    except ValueError:
-        raise UserError(f"--nm {text}: give N:M, e.g. 2:4") from None
-    if not 1 <= n < m <= 16:
-        raise UserError(f"--nm {text}: need 1 <= N < M <= 16")
-    return Pattern(n, m)

@@ -208,7 +208,8 @@ def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, prog
         reader = open_reader(source)
         _check_input(reader, source)
         if act is not None:
-            return convert_relu_family(source, out, act, force=force, progress=progress)
+            added, original = convert_relu_family(source, out, act, force=force, progress=progress)
+            return ConvertResult(out, [], 0, added, original, None)
         if recipe.is_nm:
             return convert_nm(source, reader, out, recipe, calib_file, force=force, progress=progress, dtype=dtype)
         calib_recipe = recipe

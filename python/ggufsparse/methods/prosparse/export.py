@@ -114,13 +114,14 @@ def write(tm, out: Path, act: Activation, names: set[str], keys: list[ExtraKey],
                       replace=replaced)
 
 
-def convert_relu_family(source: Path, out: Path, act: Activation, *, force: bool, progress: bool):
+def convert_relu_family(source: Path, out: Path, act: Activation, *, force: bool,
+                        progress: bool) -> tuple[int, int]:
     """`convert --method prosparse` of a ReLU-family checkpoint (already a GGUF in `source`): its
-    weights as they are, the activation and the sparse FFN's tensors. Returns the bytes added."""
+    weights as they are, the activation and the sparse FFN's tensors. Returns (the bytes added, the
+    bytes of the source's tensors)."""
     from ggufsparse.models.torch_model import GGUFTorchModel
-    from ggufsparse.pipeline.results import ConvertResult
 
     tm = GGUFTorchModel(source)
     write(tm, out, act, set(), activation_keys(act, "prosparse", None), force=force, progress=progress)
     original = sum(int(t.n_bytes) for t in tm.reader.tensors)
-    return ConvertResult(out, [], 0, Path(out).stat().st_size - original, original, None)
+    return Path(out).stat().st_size - original, original
