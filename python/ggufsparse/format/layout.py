@@ -207,6 +207,8 @@ STATS: tuple[Stat, ...] = (
     Stat("ffn_gate", ("ffn_gate",)),  # gate rows an activation predictor left out
 )
 STAT_NAMES = tuple(s.name for s in STATS)
+# the sites that readers name: the FFN's channels, and input sites (keys of INPUT_SITES)
+FFN_SITE, ATTN_Q_SITE, ATTN_OUTPUT_SITE, FFN_DOWN_IN_SITE = "ffn", "attn_q", "attn_output", "ffn_down_in"
 
 _STEMS = tuple(f".{t.stem}" for t in SPARSE_TENSORS)
 

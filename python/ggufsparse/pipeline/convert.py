@@ -51,7 +51,7 @@ def _layer_result(stats, recipe: Recipe, ffn_level: float, attn_level: float | N
     down = recipe.allocation.down_sparsity
     if down is not None:
         ffn_in = stats.ffn_inputs
-        result.inputs["ffn_down_in"] = down_input_threshold(ffn_in.mlp, ffn_in.inputs, ffn.theta, down)
+        result.inputs[layout.FFN_DOWN_IN_SITE] = down_input_threshold(ffn_in.mlp, ffn_in.inputs, ffn.theta, down)
     if attn_level is not None:
         result.q_threshold, result.q_sparsity = attention.input_threshold(stats.q_input, attn_level)
         result.o_threshold, result.o_sparsity = attention.input_threshold(stats.o_input, attn_level)

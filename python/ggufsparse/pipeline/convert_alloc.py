@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ggufsparse.calib import text as calib_text
 from ggufsparse.errors import UserError
+from ggufsparse.format import layout
 from ggufsparse.pipeline.recipe import Recipe
 from ggufsparse.pipeline.results import AllocationReport, LayerResult
 from ggufsparse.reference import allocate, sensitivity, sparse_forward
@@ -64,7 +65,8 @@ def heldout_windows(calib_file, tok, recipe: Recipe) -> tuple[np.ndarray, int]:
 
 
 def _baked(name: str, results: list):
-    more = {"ffn_down_in": [r.inputs["ffn_down_in"][0] for r in results]} if "ffn_down_in" in results[0].inputs else {}
+    down = layout.FFN_DOWN_IN_SITE
+    more = {down: [r.inputs[down][0] for r in results]} if down in results[0].inputs else {}
     return BakedThresholds(name, None, [r.ffn_theta for r in results], [r.q_threshold for r in results],
                            [r.o_threshold for r in results], more)
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ggufsparse.format import layout
+
 if TYPE_CHECKING:  # annotations only: importing them loads torch, which a result never needs
     from ggufsparse.methods.nm_prune import PruneResult
     from ggufsparse.methods.predictor import LayerPredictor
@@ -98,8 +100,8 @@ def summary(result: ConvertResult | NMConvertResult, recipe) -> tuple[dict, str]
         sp = [r.ffn_sparsity for r in result.layers]
         summary["ffn_sparsity_mean"] = sum(sp) / len(sp)
         parts.append(f"FFN sparsity on calibration text {summary['ffn_sparsity_mean']:.3f}")
-        if not recipe.is_teal and "ffn_down_in" in result.layers[0].inputs:
-            cut = [r.inputs["ffn_down_in"][1] for r in result.layers]
+        if not recipe.is_teal and layout.FFN_DOWN_IN_SITE in result.layers[0].inputs:
+            cut = [r.inputs[layout.FFN_DOWN_IN_SITE][1] for r in result.layers]
             summary["ffn_down_in_sparsity_mean"] = sum(cut) / len(cut)
             parts.append(f"down's input {summary['ffn_down_in_sparsity_mean']:.3f}")
     if result.layers and result.layers[0].block_level is not None:

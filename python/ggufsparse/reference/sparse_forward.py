@@ -38,7 +38,7 @@ class BakedThresholds:
 
     def inputs(self) -> dict[str, list[float | None]]:
         """Every input site's per-layer thresholds, by the runtime's site names."""
-        return {"attn_q": self.attn_q, "attn_output": self.attn_out, **self.more}
+        return {layout.ATTN_Q_SITE: self.attn_q, layout.ATTN_OUTPUT_SITE: self.attn_out, **self.more}
 
     @classmethod
     def read(cls, path: Path, n_layers: int) -> BakedThresholds:
@@ -55,7 +55,7 @@ class BakedThresholds:
         method = reader.fields.get(layout.Keys.METHOD)
         ffn = [get(layout.FFN_GATE_THR, i) for i in range(n_layers)]
         sites = {site: scalars(thr) for site, (thr, _) in layout.INPUT_SITES.items()}
-        q, o = sites.pop("attn_q"), sites.pop("attn_output")
+        q, o = sites.pop(layout.ATTN_Q_SITE), sites.pop(layout.ATTN_OUTPUT_SITE)
         more = {site: v for site, v in sites.items() if any(t is not None for t in v)}
         return cls(Path(path).name, method.contents() if method else None, ffn, q, o, more)
 
@@ -133,8 +133,8 @@ class SparseForward:
 
     def _ffn_hook(self, layer: int, theta: torch.Tensor):
         def hook(_module, _inputs, out):
-            keep = self._keep("ffn", layer, out, theta)
-            self.counters.add("ffn", keep)
+            keep = self._keep(layout.FFN_SITE, layer, out, theta)
+            self.counters.add(layout.FFN_SITE, keep)
             return torch.where(keep, out, torch.zeros_like(out))
         return hook
 
@@ -200,7 +200,7 @@ class Quality:
             "ppl": float(np.exp(self.nll_sum / self.n)),
             "kl_mean": self.kl_sum / self.n, "kl_p99": float(np.percentile(kl, 99)),
             "top1": self.top1_same / self.n,
-            "sparsity": {s: self.counters.sparsity(s) for s in ("ffn", *layout.INPUT_SITES)},
+            "sparsity": {s: self.counters.sparsity(s) for s in (layout.FFN_SITE, *layout.INPUT_SITES)},
         }
 
 
