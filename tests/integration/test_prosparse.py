@@ -173,8 +173,9 @@ def test_finetune_cli_trains_resumes_and_exports_in_the_source_types(default_mod
     assert float(gguf.GGUFReader(same).fields[layout.Keys.ACTIVATION_THRESHOLD].contents()) == pytest.approx(0.2)
     calib = [np.mean(gguf.GGUFReader(f).fields[layout.Keys.CALIB_FFN_SPARSITY].contents()) for f in (out, same)]
     assert calib[1] == pytest.approx(json.loads(third.stdout)["held_out_ffn_sparsity"], abs=1e-6) and calib[1] > calib[0]
+    same_tensors = {t.name: t for t in gguf.GGUFReader(same).tensors}  # parsed once: a read takes seconds
     for name, t in before.items():
-        assert {t.name: t for t in gguf.GGUFReader(same).tensors}[name].tensor_type == t.tensor_type, name
+        assert same_tensors[name].tensor_type == t.tensor_type, name
     assert np.array_equal(after["token_embd.weight"].data, before["token_embd.weight"].data)  # frozen
     assert not np.array_equal(after["blk.0.attn_norm.weight"].data, before["blk.0.attn_norm.weight"].data)  # trained
     assert "blk.29.ffn_gate_thr" in after and "blk.29.ffn_down_t.weight" in after
