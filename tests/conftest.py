@@ -16,6 +16,12 @@ def default_model() -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen_coder_model() -> Path:
+    """Qwen2.5-Coder-1.5B-Instruct Q4_K_M, joined into the cache from its 22 packages on first use."""
+    return resolve("qwen2.5-coder-1.5b-q4_k_m")
+
+
+@pytest.fixture(scope="session")
 def runtime():
     return locate.require_active()
 

