@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
                        "per model and repetition, so the machine's drift falls on both), and print the "
                        "median tokens/s of decode (tg) and prompt processing (pp) and the sparse/dense ratio. "
                        "With one file, its dense side is the same file run with GGUFSPARSE_DENSE=1 (sparsity "
-                       "tensors ignored): the baseline of a fine-tuned file such as ProSparse's.")
+                       "tensors ignored): the baseline of a fine-tuned file such as ProSparse's. Beside each decode "
+                       "ratio: its bytes-read bound, the bytes of weights a dense decode token reads over those a "
+                       "sparse one reads at the sparsity the runtime counted, and the share of it reached.")
     p.add_argument("dense", help="the dense GGUF (or a known model's name, or 'default'); alone: the sparse GGUF")
     p.add_argument("sparse", nargs="?", help="the sparse GGUF made from DENSE")
     p.add_argument("-r", "--reps", type=int, default=5, help="repetitions of each model (default 5)")
@@ -34,9 +36,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--reps must be at least 1")
     # one file: that file against its own dense path
     dense, sparse = (None, resolve(args.dense)) if args.sparse is None else (resolve(args.dense), Path(args.sparse))
-    dense, sparse = bench.run(dense, sparse, args.reps, args.tg, args.pp, args.threads,
-                              progress=not args.quiet)
-    rep = bench.report(dense, sparse)
+    dense_speeds, sparse_speeds = bench.run(dense, sparse, args.reps, args.tg, args.pp, args.threads,
+                                            progress=not args.quiet)
+    bound = bench.decode_bound(dense, sparse, dense_speeds, sparse_speeds)
+    rep = bench.report(dense_speeds, sparse_speeds, bound)
     if args.json:
         print(json.dumps(rep, indent=2))
     else:

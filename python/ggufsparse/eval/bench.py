@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ggufsparse.errors import UserError
+from ggufsparse.eval import bytes_read
 from ggufsparse.runtime import stats as runtime_stats
 from ggufsparse.runtime.locate import tool
 
@@ -26,16 +27,36 @@ class Speeds:
     runs: dict[str, list[float]] = field(default_factory=dict)
     # per site kind (ffn, attn_q, ...): [skipped, total] channel activations over every run
     counts: dict[str, list[int]] = field(default_factory=dict)
+    # per site kind, per layer: [skipped, total], each run's layer total taken as its total over the
+    # layers it counted (their sizes are equal in a model), since the report has per-layer fractions
+    layer_counts: dict[str, list[list[float]]] = field(default_factory=dict)
 
     def add_counts(self, report: dict | None) -> None:
         for kind, r in (report or {}).items():
             c = self.counts.setdefault(kind, [0, 0])
             c[0] += int(r["skipped"])
             c[1] += int(r["total"])
+            fractions = r.get("layers") or []
+            seen = sum(f is not None for f in fractions)
+            layers = self.layer_counts.setdefault(kind, [])
+            layers.extend([0.0, 0.0] for _ in range(len(fractions) - len(layers)))
+            for il, f in enumerate(fractions):
+                if f is not None:
+                    layers[il][0] += float(f) * int(r["total"]) / seen
+                    layers[il][1] += int(r["total"]) / seen
 
     def sparsity(self) -> dict[str, float] | None:
         """The fraction of channels the runtime skipped over the runs; None where nothing was sparse."""
         return {k: z / t for k, (z, t) in self.counts.items()} or None
+
+    def shares(self) -> dict[str, float | list[float | None]]:
+        """Per site kind, the fraction skipped in each layer over the runs (None: not counted there),
+        or over all layers where the report had no per-layer fractions."""
+        out: dict[str, float | list[float | None]] = {}
+        for kind, (z, t) in self.counts.items():
+            layers = self.layer_counts.get(kind)
+            out[kind] = [s / n if n else None for s, n in layers] if layers else z / t
+        return out
 
     def median(self, test: str) -> float:
         return statistics.median(self.runs[test])
@@ -86,14 +107,41 @@ def run(dense: Path | None, sparse: Path, reps: int, tg: int, pp: int, threads: 
     return results
 
 
-def report(dense: Speeds, sparse: Speeds) -> dict:
+def decode_bound(dense: Path | None, sparse: Path, dense_speeds: Speeds,
+                 sparse_speeds: Speeds) -> bytes_read.Bound:
+    """Bytes of weights a decode token reads on each side, at the sparsity each side's runs reached
+    (eval/bytes_read.py). dense None: `sparse` with GGUFSPARSE_DENSE=1, as in `run`."""
+    sparse_tensors = bytes_read.tensor_bytes(sparse)
+    if dense is None:
+        dense_bytes: float = bytes_read.dense_bytes_per_token(sparse_tensors)
+    else:  # a plain file reads its dense weights; a ggufsparse file given as DENSE runs sparse
+        dense_bytes = bytes_read.sparse_bytes_per_token(bytes_read.tensor_bytes(dense), dense_speeds.shares())
+    return bytes_read.Bound(dense_bytes, bytes_read.sparse_bytes_per_token(sparse_tensors, sparse_speeds.shares()))
+
+
+def is_decode(test: str) -> bool:
+    return test.startswith("tg")
+
+
+def report(dense: Speeds, sparse: Speeds, bound: bytes_read.Bound | None = None) -> dict:
     tests = {}
+    b = bound.bound if bound is not None else None
     for test in dense.runs:
         d, s = dense.median(test), sparse.median(test)
         tests[test] = {"dense_tps": d, "sparse_tps": s, "ratio": s / d,
                        "dense_runs": dense.runs[test], "sparse_runs": sparse.runs[test]}
-    return {"dense": dense.model, "sparse": sparse.model, "reps": len(next(iter(dense.runs.values()))),
-            "tests": tests, "sparsity": {"dense": dense.sparsity(), "sparse": sparse.sparsity()}}
+        if b and is_decode(test):
+            tests[test]["share_of_bound"] = s / d / b
+    rep = {"dense": dense.model, "sparse": sparse.model, "reps": len(next(iter(dense.runs.values()))),
+           "tests": tests, "sparsity": {"dense": dense.sparsity(), "sparse": sparse.sparsity()}}
+    if bound is not None:
+        rep["bound"] = bound.as_dict()
+    return rep
+
+
+def _mb(n: float) -> str:
+    v = n / 1e6
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
 
 
 def table(rep: dict) -> str:
@@ -101,7 +149,12 @@ def table(rep: dict) -> str:
              f"medians of {rep['reps']} alternated repetitions (tokens/s)",
              f"{'test':<8} {'dense':>10} {'sparse':>10} {'sparse/dense':>13}"]
     for test, r in rep["tests"].items():
-        lines.append(f"{test:<8} {r['dense_tps']:>10.2f} {r['sparse_tps']:>10.2f} {r['ratio']:>12.3f}x")
+        line = f"{test:<8} {r['dense_tps']:>10.2f} {r['sparse_tps']:>10.2f} {r['ratio']:>12.3f}x"
+        b = rep.get("bound")
+        if b and b["bound"] and "share_of_bound" in r:
+            line += (f"  (bound {b['bound']:.2f}x: {_mb(b['dense_bytes_per_token'])} -> "
+                     f"{_mb(b['sparse_bytes_per_token'])} MB a token; {100 * r['share_of_bound']:.0f}% of it)")
+        lines.append(line)
     for side in ("dense", "sparse"):
         sp = rep["sparsity"][side]
         text = ", ".join(f"{k} {v:.3f}" for k, v in sp.items()) if sp else "none (no sparse layer ran)"
