@@ -1,6 +1,6 @@
 // ggufsparse: axpy_sparse on packed transposed weights (layout in ggml-sparse.h).
 //
-// A packed Q4_0 / Q4_1 / Q8_0 copy keeps the original weight's blocks, so the product can run as
+// A packed Q4_0 / Q4_1 / Q8_0 copy (K-quants: further down) keeps the original weight's blocks, so the product can run as
 // ggml's own dot products do: h is quantized to Q8_0 once (as ggml_mul_mat quantizes it for these
 // types), each column of 32 inputs accumulates its active inputs in integers for 32 outputs at a
 // time, and one multiply by the two block scales per (output, column) finishes it. Inactive
@@ -258,13 +258,232 @@ static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, c
 
 #endif
 
+
+// ---------------------------------------------------------------------------------------------
+// K-quants (Q4_K, Q5_K, Q6_K): a column is a super-block's 256 inputs, h is quantized to Q8_K as
+// ggml's K-quant dot products quantize it, and each scale group of inputs (32 for Q4_K/Q5_K, 16
+// for Q6_K) accumulates its active inputs in integers, finished by its scale (and minimum).
+
+typedef struct {
+    enum ggml_type      type;
+    int64_t             n;
+    int                 group;     // inputs per scale: 32, or 16 for Q6_K
+    const ggml_fp16_t * d;
+    const ggml_fp16_t * dmin;      // Q4_K, Q5_K
+    const uint8_t     * sc;        // [256/group][n]: uint8, int8 for Q6_K
+    const uint8_t     * mn;        // [8][n]: Q4_K, Q5_K
+    const uint8_t     * ql;        // 256 rows of n/2 bytes: the low 4 bits
+    const uint8_t     * qh;        // 256 rows of the high bits: n/8 bytes (Q5_K), n/4 (Q6_K)
+} packed_k_col;
+
+static void packed_k_col_of(enum ggml_type type, const uint8_t * col, int64_t n, packed_k_col * c) {
+    c->type = type;
+    c->n    = n;
+    c->d    = (const ggml_fp16_t *) col;
+    if (type == GGML_TYPE_Q6_K) {
+        c->group = 16;
+        c->dmin  = NULL;
+        c->sc    = col + 2*n;
+        c->mn    = NULL;
+        c->ql    = c->sc + (QK_K/16)*n;
+        c->qh    = c->ql + QK_K*(n/2);
+    } else {
+        c->group = 32;
+        c->dmin  = c->d + n;
+        c->sc    = col + 4*n;
+        c->mn    = c->sc + 8*n;
+        c->ql    = c->mn + 8*n;
+        c->qh    = type == GGML_TYPE_Q5_K ? c->ql + QK_K*(n/2) : NULL;
+    }
+}
+
+// y[j] += dh * (group's integer sum s) scaled: d*sc*s - dmin*mn*sum_h, or Q6_K's d*sc*(s - 32*sum_h)
+static inline float packed_k_finish(const packed_k_col * c, int g, int64_t j, float dh, int32_t s, int32_t sum_h) {
+    const float d = GGML_CPU_FP16_TO_FP32(c->d[j]);
+    if (c->type == GGML_TYPE_Q6_K) {
+        return dh * d * (float) ((const int8_t *) c->sc)[g*c->n + j] * (float) (s - 32*sum_h);
+    }
+    const float dmin = GGML_CPU_FP16_TO_FP32(c->dmin[j]);
+    return dh * (d * (float) c->sc[g*c->n + j] * (float) s - dmin * (float) c->mn[g*c->n + j] * (float) sum_h);
+}
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+
+// 32 outputs' quants of input row i at output group o32, unsigned (0..15, 0..31, 0..63)
+static inline __m256i packed_k_row(const packed_k_col * c, int i, int64_t o32) {
+    const __m128i v = _mm_loadu_si128((const __m128i *) (c->ql + i*(c->n/2) + o32*16));
+    const __m128i m = _mm_set1_epi8(0x0F);
+    __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+    if (c->type == GGML_TYPE_Q5_K) {
+        uint32_t bits;
+        memcpy(&bits, c->qh + i*(c->n/8) + o32*4, 4);
+        // byte k of the result takes byte k/8 of bits, then its bit k%8
+        const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                              2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        const __m256i bit  = _mm256_set1_epi64x((int64_t) 0x8040201008040201ULL);
+        const __m256i b    = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int32_t) bits), shuf), bit);
+        q = _mm256_or_si256(q, _mm256_and_si256(_mm256_cmpeq_epi8(b, bit), _mm256_set1_epi8(16)));
+    } else if (c->type == GGML_TYPE_Q6_K) {
+        uint64_t bits;
+        memcpy(&bits, c->qh + i*(c->n/4) + o32*8, 8);
+        // 64-bit lane k holds outputs 8k..8k+7: their two bits at 2k
+        const __m256i h = _mm256_srlv_epi64(_mm256_set1_epi64x((int64_t) bits), _mm256_setr_epi64x(0, 2, 4, 6));
+        q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(3)), 4));
+    }
+    return q;
+}
+
+// one scale group's active inputs in pairs, as packed_pairs above but unsigned quants times
+// signed h; the int16 sums of `chunk` pairs stay below 32767
+typedef struct {
+    int     i[2][16];
+    __m256i h[16];
+    int     n;
+} packed_k_pairs;
+
+static void packed_k_pairs_of(packed_k_pairs * p, const int8_t * hq, int i0, uint32_t active) {
+    p->n = 0;
+    while (active) {
+        const int i1 = __builtin_ctz(active);
+        active &= active - 1;
+        int i2 = i1;
+        int8_t h2 = 0;
+        if (active) {
+            i2 = __builtin_ctz(active);
+            active &= active - 1;
+            h2 = hq[i2];
+        }
+        const int8_t h1 = hq[i1];
+        p->i[0][p->n] = i0 + i1;
+        p->i[1][p->n] = i0 + i2;
+        p->h[p->n] = _mm256_set1_epi16((int16_t) ((uint16_t) (uint8_t) h1 | (uint16_t) ((uint8_t) h2) << 8));
+        p->n++;
+    }
+}
+
+static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
+                           float dh, float * y) {
+    packed_k_pairs p;
+    packed_k_pairs_of(&p, hq, g*c->group, active);
+    // largest pair count whose int16 sums cannot overflow: 2*qmax*127 per pair
+    const int chunk = c->type == GGML_TYPE_Q4_K ? 8 : c->type == GGML_TYPE_Q5_K ? 4 : 2;
+    const __m256 vdh   = _mm256_set1_ps(dh);
+    const __m256 vsumh = _mm256_set1_ps((float) sum_h);
+    for (int64_t o32 = 0; o32 < c->n / 32; o32++) {
+        if ((o32 & 3) == 0) {
+            for (int k = 0; k < p.n; k++) {   // a cache line holds 4 groups of a row's low bits
+                _mm_prefetch((const char *) (c->ql + p.i[0][k]*(c->n/2) + (o32 + 4)*16), _MM_HINT_T0);
+                _mm_prefetch((const char *) (c->ql + p.i[1][k]*(c->n/2) + (o32 + 4)*16), _MM_HINT_T0);
+            }
+        }
+        __m256i s[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256() };
+        for (int k0 = 0; k0 < p.n; k0 += chunk) {
+            const int k1 = k0 + chunk < p.n ? k0 + chunk : p.n;
+            __m256i lo = _mm256_setzero_si256();
+            __m256i hi = _mm256_setzero_si256();
+            for (int k = k0; k < k1; k++) {
+                const __m256i a = packed_k_row(c, p.i[0][k], o32);
+                const __m256i b = packed_k_row(c, p.i[1][k], o32);
+                lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_unpacklo_epi8(a, b), p.h[k]));
+                hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_unpackhi_epi8(a, b), p.h[k]));
+            }
+            __m256i w[4];
+            packed_widen(lo, hi, w);
+            for (int r = 0; r < 4; r++) {
+                s[r] = _mm256_add_epi32(s[r], w[r]);
+            }
+        }
+        const int64_t j = o32*32;
+        for (int r = 0; r < 4; r++) {
+            const __m256  d   = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (c->d + j + 8*r))), vdh);
+            const __m128i scb = _mm_loadl_epi64((const __m128i *) (c->sc + g*c->n + j + 8*r));
+            float * yr = y + j + 8*r;
+            if (c->type == GGML_TYPE_Q6_K) {
+                const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scb));
+                const __m256 v  = _mm256_fnmadd_ps(_mm256_set1_ps(32.0f), vsumh, _mm256_cvtepi32_ps(s[r]));
+                _mm256_storeu_ps(yr, _mm256_fmadd_ps(_mm256_mul_ps(d, sc), v, _mm256_loadu_ps(yr)));
+            } else {
+                const __m256  sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(scb));
+                const __m256  mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) (c->mn + g*c->n + j + 8*r))));
+                const __m256  dm = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (c->dmin + j + 8*r))), vdh);
+                __m256 acc = _mm256_fmadd_ps(_mm256_mul_ps(d, sc), _mm256_cvtepi32_ps(s[r]), _mm256_loadu_ps(yr));
+                acc = _mm256_fnmadd_ps(_mm256_mul_ps(dm, mn), vsumh, acc);
+                _mm256_storeu_ps(yr, acc);
+            }
+        }
+    }
+}
+
+#else
+
+static inline int packed_k_quant(const packed_k_col * c, int i, int64_t j) {
+    const int64_t o = j % 32;
+    const uint8_t byte = c->ql[i*(c->n/2) + (j/32)*16 + o%16];
+    int q = o < 16 ? (byte & 0x0F) : (byte >> 4);
+    if (c->type == GGML_TYPE_Q5_K) {
+        q |= (c->qh[i*(c->n/8) + j/8] >> (j%8) & 1) << 4;
+    } else if (c->type == GGML_TYPE_Q6_K) {
+        q |= (c->qh[i*(c->n/4) + (j/32)*8 + o%8] >> (2*(o/8)) & 3) << 4;
+    }
+    return q;
+}
+
+static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
+                           float dh, float * y) {
+    for (int64_t j = 0; j < c->n; j++) {
+        int32_t s = 0;
+        for (int i = 0; i < c->group; i++) {
+            if (active >> i & 1) {
+                s += packed_k_quant(c, g*c->group + i, j) * hq[i];
+            }
+        }
+        y[j] += packed_k_finish(c, g, j, dh, s, sum_h);
+    }
+}
+
+#endif
+
+// y[0, n) += the contribution of one K-quant column (256 inputs) to all n outputs
+static void packed_column_k(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_K * hb, float * y) {
+    packed_k_col c;
+    packed_k_col_of(type, col, n, &c);
+    const float dh = hb->d;
+    for (int g = 0; g < QK_K / c.group; g++) {
+        const int8_t * hq = hb->qs + g*c.group;
+        uint32_t active = 0;
+        int32_t  sum_h  = 0;
+        for (int i = 0; i < c.group; i++) {
+            active |= (uint32_t) (hq[i] != 0) << i;
+            sum_h  += hq[i];
+        }
+        if (active != 0) {
+            packed_k_group(&c, g, hq, active, sum_h, dh, y);
+        }
+    }
+}
+
+static bool packed_k_any(const block_q8_K * hb) {
+    for (int i = 0; i < QK_K; i++) {
+        if (hb->qs[i] != 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 // a thread's scratch: partial outputs for every token, then the partial sums of one group
+// (4 bytes per output)
 static size_t packed_scratch_size(int64_t n, int64_t m) {
     return GGML_PAD((size_t) (n * m) * sizeof(float), PACKED_LINE) + GGML_PAD((size_t) (n / PACKED_GROUP) * PACKED_ACC_BYTES, PACKED_LINE);
 }
 
-static size_t packed_hq_size(int64_t k, int64_t m) {
-    return GGML_PAD(ggml_row_size(GGML_TYPE_Q8_0, k) * m, PACKED_LINE);
+// h quantized as the type's dot products quantize it: Q8_0, or Q8_K for the K-quants
+static enum ggml_type packed_h_type(enum ggml_type type) {
+    return ggml_sparse_packed_column_inputs(type) == QK_K ? GGML_TYPE_Q8_K : GGML_TYPE_Q8_0;
+}
+
+static size_t packed_hq_size(enum ggml_type type, int64_t k, int64_t m) {
+    return GGML_PAD(ggml_row_size(packed_h_type(type), k) * m, PACKED_LINE);
 }
 
 void ggml_sparse_axpy_packed(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
@@ -277,31 +496,43 @@ void ggml_sparse_axpy_packed(const struct ggml_compute_params * params, struct g
     const int64_t n        = dst->ne[0];
     const int64_t k        = h->ne[0];
     const int64_t m        = h->ne[1];
-    const int64_t n_cols   = k / 32;
+    const int64_t col_in   = ggml_sparse_packed_column_inputs(type);
+    const int64_t n_cols   = k / col_in;
     const int64_t n_groups = n / PACKED_GROUP;
+    const enum ggml_type h_type = packed_h_type(type);
 
     // Threads split the columns: each reads whole rows (long sequential streams) into partial
     // outputs of its own, summed after one barrier. Each thread quantizes h for its own columns,
     // so no barrier is needed before the products.
     const int64_t c0 = (n_cols * ith) / nth;
     const int64_t c1 = (n_cols * (ith + 1)) / nth;
-    const size_t  hq_row  = ggml_row_size(GGML_TYPE_Q8_0, k);
-    char        * scratch = (char *) params->wdata + packed_hq_size(k, m);
+    const size_t  hq_row  = ggml_row_size(h_type, k);
+    const size_t  hq_blk  = ggml_type_size(h_type);
+    char        * scratch = (char *) params->wdata + packed_hq_size(type, k, m);
     float       * part    = (float *) (scratch + ith * packed_scratch_size(n, m));
     void        * acc     = (char *) part + GGML_PAD((size_t) (n * m) * sizeof(float), PACKED_LINE);
-    const ggml_from_float_t to_q8 = ggml_get_type_traits_cpu(GGML_TYPE_Q8_0)->from_float;
+    const ggml_from_float_t to_q8 = ggml_get_type_traits_cpu(h_type)->from_float;
 
     memset(part, 0, (size_t) (n * m) * sizeof(float));
     for (int64_t t = 0; t < m && c1 > c0; t++) {
         const float * hv = (const float *) ((const char *) h->data + t*h->nb[1]);
-        block_q8_0  * hq = (block_q8_0 *) ((char *) params->wdata + t*hq_row);
-        to_q8(hv + c0*32, hq + c0, (c1 - c0)*32);
+        char        * hq = (char *) params->wdata + t*hq_row;
+        to_q8(hv + c0*col_in, hq + c0*hq_blk, (c1 - c0)*col_in);
         for (int64_t c = c0; c < c1; c++) {
-            const uint32_t active = packed_active_inputs(hq + c);
+            const uint8_t * col = (const uint8_t *) wt->data + c*wt->nb[1];
+            if (col_in == QK_K) {
+                const block_q8_K * hb = (const block_q8_K *) (hq + c*hq_blk);
+                if (packed_k_any(hb)) {   // else neither scales nor quants are read
+                    packed_column_k(type, col, n, hb, part + t*n);
+                }
+                continue;
+            }
+            const block_q8_0 * hb = (const block_q8_0 *) (hq + c*hq_blk);
+            const uint32_t active = packed_active_inputs(hb);
             if (active == 0) {
                 continue;   // the whole column is skipped: neither scales nor quants are read
             }
-            packed_column(type, (const uint8_t *) wt->data + c*wt->nb[1], n, hq + c, active, part + t*n, acc);
+            packed_column(type, col, n, hb, active, part + t*n, acc);
         }
     }
     ggml_barrier(params->threadpool);
@@ -323,16 +554,18 @@ void ggml_sparse_axpy_packed(const struct ggml_compute_params * params, struct g
 }
 
 size_t ggml_sparse_axpy_packed_work_size(const struct ggml_tensor * node, int n_tasks) {
+    const enum ggml_type type = (enum ggml_type) ggml_get_op_params_i32(node, 0);
     const int64_t k = node->src[1]->ne[0];
     const int64_t m = node->src[1]->ne[1];
-    return packed_hq_size(k, m) + (size_t) n_tasks * packed_scratch_size(node->ne[0], m);
+    return packed_hq_size(type, k, m) + (size_t) n_tasks * packed_scratch_size(node->ne[0], m);
 }
 
 bool ggml_sparse_axpy_packed_supported(const struct ggml_tensor * op) {
     const enum ggml_type type = (enum ggml_type) ggml_get_op_params_i32(op, 0);
     const struct ggml_tensor * wt = op->src[0];
     const struct ggml_tensor * h  = op->src[1];
-    return wt->type == GGML_TYPE_I8 && h->type == GGML_TYPE_F32 && h->ne[0] == wt->ne[1] * 32 &&
+    const int64_t col_in = ggml_sparse_packed_column_inputs(type);
+    return wt->type == GGML_TYPE_I8 && h->type == GGML_TYPE_F32 && col_in > 0 && h->ne[0] == wt->ne[1] * col_in &&
            ggml_sparse_packed_column_size(type, op->ne[0]) == (size_t) wt->ne[0] &&
            ggml_is_contiguous(wt);
 }

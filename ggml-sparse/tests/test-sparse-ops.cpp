@@ -4,7 +4,7 @@
 // sparse_act   vs ggml's own activation op, masked here
 // mul_mat_rows vs ggml_mul_mat, masked here
 // axpy_sparse  vs a double-precision sum over the active rows of the dequantized weight
-// axpy_sparse on packed Q4_0/Q4_1/Q8_0 weights vs ggml_mul_mat on the original weight
+// axpy_sparse on packed Q4_0/Q4_1/Q8_0/Q4_K/Q5_K/Q6_K weights vs ggml_mul_mat on the original weight
 // mul_mat_nm   vs a double-precision product with the masked dense weight built here from the
 //              kept values, positions and permutation; and vs the type's own dot product on
 //              the gathered input (bit for bit)
@@ -328,7 +328,7 @@ static void test_axpy_packed(ggml_type type, int64_t k, int64_t n, int64_t m, fl
     ggml_tensor * w = ggml_new_tensor_2d(ctx, type, k, n);
     fill_weight(w, random_vec(rng, k * n, 0.1f));
     const size_t col_size = ggml_sparse_packed_column_size(type, n);
-    ggml_tensor * wp = ggml_new_tensor_2d(ctx, GGML_TYPE_I8, (int64_t) col_size, k / 32);
+    ggml_tensor * wp = ggml_new_tensor_2d(ctx, GGML_TYPE_I8, (int64_t) col_size, k / ggml_sparse_packed_column_inputs(type));
     CHECK(ggml_sparse_pack_transposed(type, w->data, k, n, wp->data) == ggml_nbytes(wp), "pack %s: wrong size", ggml_type_name(type));
     ggml_tensor * h = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
     auto hv = random_mask(rng, k * m, sparsity);
@@ -443,20 +443,24 @@ int main(int argc, char ** argv) {
             }
         }
     }
-    for (ggml_type type : { GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0 }) {
+    for (ggml_type type : { GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K }) {
         CHECK(ggml_sparse_packed_column_size(type, 48) == 0, "%s: 48 outputs cannot be packed", ggml_type_name(type));
+        const int64_t col = ggml_sparse_packed_column_inputs(type);
         for (int threads = 1; threads <= 4; threads++) {
             for (float s : {0.0f, 0.5f, 1.0f}) {
                 for (int64_t m : {1, 3}) {
-                    // columns of inputs; groups of outputs split unevenly over the threads
-                    test_axpy_packed(type, 7 * 32, 3 * 32, m, s, threads, rng);
-                    test_axpy_packed(type, 5 * 32, 9 * 32, m, s, threads, rng);
+                    // columns of inputs (fewer columns than threads, for the K-quants' 256-input
+                    // columns); groups of outputs split unevenly over the threads
+                    test_axpy_packed(type, (col == 32 ? 7 : 3) * col, 3 * 32, m, s, threads, rng);
+                    test_axpy_packed(type, (col == 32 ? 5 : 1) * col, 9 * 32, m, s, threads, rng);
                     cases += 2;
                 }
             }
         }
     }
-    CHECK(ggml_sparse_packed_column_size(GGML_TYPE_Q4_K, 256) == 0, "Q4_K cannot be packed");
+    for (ggml_type type : { GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_Q5_0, GGML_TYPE_F16 }) {
+        CHECK(ggml_sparse_packed_column_size(type, 256) == 0, "%s cannot be packed", ggml_type_name(type));
+    }
     const int patterns[][2] = { {2, 4}, {4, 8}, {1, 4}, {3, 16}, {1, 2} };
     for (ggml_type type : types) {
         const int64_t bs = ggml_blck_size(type);

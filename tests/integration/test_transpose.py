@@ -31,7 +31,18 @@ def test_packed_copy_holds_the_original_blocks(qtype, runtime):
     np.testing.assert_array_equal(blocks, raw.view(np.uint8))
 
 
-@pytest.mark.parametrize(("qtype", "packed_as"), [(T.Q6_K, T.Q8_0), (T.Q4_K, T.Q4_1), (T.Q3_K, T.Q4_0)])
+@pytest.mark.parametrize("qtype", [T.Q4_K, T.Q5_K, T.Q6_K])
+def test_packed_k_quant_copy_holds_the_original_super_blocks(qtype, runtime):
+    raw = _weight(qtype, n_out=64, n_in=512, seed=2)
+    data, out_type = transposed(raw, qtype)
+    assert out_type == T.I8
+    assert data.shape == (512 // 256, ggml_quant.packed_column_size(qtype, 64))
+    blocks, read_type = unpack(data, n_out=64)
+    assert read_type == qtype
+    np.testing.assert_array_equal(blocks, raw.view(np.uint8))
+
+
+@pytest.mark.parametrize(("qtype", "packed_as"), [(T.Q3_K, T.Q4_0), (T.Q2_K, T.Q4_0)])
 def test_k_quant_is_requantised_along_its_rows_and_packed(qtype, packed_as, runtime):
     raw = _weight(qtype, n_out=64, n_in=512, seed=1)
     data, out_type = transposed(raw, qtype)

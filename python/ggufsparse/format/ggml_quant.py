@@ -35,6 +35,8 @@ def _library() -> ctypes.CDLL:
     lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
     lib.ggml_sparse_packed_column_size.restype = ctypes.c_size_t
     lib.ggml_sparse_packed_column_size.argtypes = [ctypes.c_int, ctypes.c_int64]
+    lib.ggml_sparse_packed_column_inputs.restype = ctypes.c_int64
+    lib.ggml_sparse_packed_column_inputs.argtypes = [ctypes.c_int]
     lib.ggml_sparse_pack_transposed.restype = ctypes.c_size_t
     lib.ggml_sparse_pack_transposed.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                                                 ctypes.c_void_p]
@@ -70,15 +72,21 @@ def packed_column_size(qtype, n_out: int) -> int:
     return int(_library().ggml_sparse_packed_column_size(int(qtype), n_out))
 
 
+def packed_column_inputs(qtype) -> int:
+    """Inputs of one packed column of a `qtype` weight (32, 256 for K-quants); 0 if unpackable."""
+    return int(_library().ggml_sparse_packed_column_inputs(int(qtype)))
+
+
 def pack_transposed(raw: np.ndarray, qtype, n_in: int, n_out: int) -> np.ndarray:
     """The runtime's packed transposed copy (layout in docs/format.md) of a `qtype` weight whose
-    raw bytes are `raw` (n_out rows of n_in values) -> int8 (n_in/32, column bytes)."""
+    raw bytes are `raw` (n_out rows of n_in values) -> int8 (n_in/column inputs, column bytes)."""
     lib = _library()
     col = packed_column_size(qtype, n_out)
-    if col == 0 or n_in % 32 != 0:
+    inputs = packed_column_inputs(qtype)
+    if col == 0 or inputs == 0 or n_in % inputs != 0:
         raise ValueError(f"a {n_in}x{n_out} {qtype} weight cannot be packed")
     src = np.ascontiguousarray(raw).view(np.uint8)
-    dst = np.empty((n_in // 32, col), dtype=np.int8)
+    dst = np.empty((n_in // inputs, col), dtype=np.int8)
     written = lib.ggml_sparse_pack_transposed(int(qtype), src.ctypes.data, n_in, n_out, dst.ctypes.data)
     if written != dst.nbytes:
         raise RuntimeError(f"ggml_sparse_pack_transposed wrote {written} bytes, expected {dst.nbytes}")

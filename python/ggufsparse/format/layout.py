@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 # Bumped when the runtime must change to read a file; the runtime refuses newer versions.
 # 3: thresholds on the inputs of every projection (TEAL); 4: ggufsparse.activation; 5: N:M packed copies;
-# 7: FFN activation predictors; 8: ffn_down_in_thr beside ffn_gate_thr (the FFN split)
-FORMAT_VERSION = 8
+# 7: FFN activation predictors; 8: ffn_down_in_thr beside ffn_gate_thr (the FFN split);
+# 9: packed transposed copies of Q4_K, Q5_K and Q6_K weights
+FORMAT_VERSION = 9
 
 
 class Keys:

@@ -1,9 +1,11 @@
 """Transposed copies of weight matrices, for the runtime's input-sparse products.
 
-Q4_0, Q4_1 and Q8_0 weights with a multiple of 32 outputs are packed (docs/format.md, "Packed
-transposed weights"): the original quantization blocks rearranged so that each input channel's
-values are contiguous, an exact copy the runtime multiplies in integers. K-quants whose fallback
-type (below) is one of those three are requantised to it along their original rows and packed.
+Q4_0, Q4_1, Q8_0 weights with a multiple of 32 outputs, and Q4_K, Q5_K, Q6_K weights whose rows
+are whole 256-value super-blocks, are packed (docs/format.md, "Packed transposed weights"): the
+original quantization blocks rearranged so that each input channel's values are contiguous, an
+exact copy the runtime multiplies in integers. Other K-quants (Q2_K, Q3_K, or rows of e.g. 576
+or 640) whose fallback type (below) is one of the first three are requantised to it along their
+original rows and packed.
 Other weights of ggml shape {n_in, n_out} (a row per output) become W_t of shape {n_out, n_in}:
 one row per input channel, so an inactive input channel is one skipped row. Such a copy keeps the
 source's type when its block fits the new row length; otherwise the nearest type whose 32-wide
@@ -43,17 +45,20 @@ def transposed_type(source, n_per_row: int) -> GGMLQuantizationType:
     return T.F16
 
 
-PACKABLE = (T.Q4_0, T.Q4_1, T.Q8_0)
+# packable types and the inputs of one packed column (one block)
+PACKABLE = {T.Q4_0: 32, T.Q4_1: 32, T.Q8_0: 32, T.Q4_K: 256, T.Q5_K: 256, T.Q6_K: 256}
 
 
 def packed_type(source, n_in: int, n_out: int) -> GGMLQuantizationType | None:
     """The type of a packed transposed copy of a `source`-typed weight: its own type if packable,
     else its fallback (requantised along its original rows), or None for a plain copy."""
     source = T(source)
-    if n_out % 32 != 0 or n_in % 32 != 0:
+    if n_out % 32 != 0:
         return None
-    qtype = source if source in PACKABLE else _FALLBACK.get(source)  # None for float types
-    return qtype if qtype in PACKABLE else None
+    for qtype in (source, _FALLBACK.get(source)):  # the fallback is None for float types
+        if qtype in PACKABLE and n_in % PACKABLE[qtype] == 0:
+            return qtype
+    return None
 
 
 def transposed(data: np.ndarray, source, target=None) -> tuple[np.ndarray, GGMLQuantizationType]:
