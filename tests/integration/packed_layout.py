@@ -13,12 +13,15 @@ from gguf import GGMLQuantizationType as T
 PER_OUTPUT = {T.Q4_0: 18, T.Q4_1: 20, T.Q8_0: 34, T.Q4_K: 148, T.Q5_K: 180, T.Q6_K: 210}
 COLUMN_INPUTS = {T.Q4_0: 32, T.Q4_1: 32, T.Q8_0: 32, T.Q4_K: 256, T.Q5_K: 256, T.Q6_K: 256}
 K_QUANTS = (T.Q4_K, T.Q5_K, T.Q6_K)
+# outputs per span of the quant rows: the K-quants' nibble and high-bit rows hold 64, the others 32
+SPAN = {T.Q4_0: 32, T.Q4_1: 32, T.Q8_0: 32, T.Q4_K: 64, T.Q5_K: 64, T.Q6_K: 64}
 
 
 def packed_type(column_bytes: int, n_out: int) -> T:
-    found = [t for t, b in PER_OUTPUT.items() if b * n_out == column_bytes]
+    found = [t for t, b in PER_OUTPUT.items() if b * n_out == column_bytes and n_out % SPAN[t] == 0]
     if not found:
-        raise ValueError(f"no packed type has {column_bytes}-byte columns of {n_out} outputs")
+        raise ValueError(f"no packed type has {column_bytes}-byte columns of {n_out} outputs"
+                         " (the K-quants need a multiple of 64)")
     return found[0]
 
 
@@ -29,10 +32,11 @@ def _columns(packed: np.ndarray, n_out: int) -> tuple[np.ndarray, T]:
     return cols, packed_type(cols.shape[1], n_out)
 
 
-def _nibbles(rows: np.ndarray, n_out: int) -> np.ndarray:
-    """(..., n_out/2) bytes -> (..., n_out) values: 16 bytes per 32 outputs, byte k holding output
-    k in its low nibble and output k+16 in its high nibble."""
-    nib = rows.reshape(*rows.shape[:-1], n_out // 32, 16)
+def _nibbles(rows: np.ndarray, n_out: int, span: int = 32) -> np.ndarray:
+    """(..., n_out/2) bytes -> (..., n_out) values: span/2 bytes per span of outputs, byte k
+    holding output k of the span in its low nibble and output k+span/2 in its high nibble
+    (span 32: Q4_0, Q4_1; 64: the K-quants)."""
+    nib = rows.reshape(*rows.shape[:-1], n_out // span, span // 2)
     return np.concatenate([nib & 0x0F, nib >> 4], axis=-1).reshape(*rows.shape[:-1], n_out)
 
 
@@ -47,13 +51,13 @@ def _k_fields(cols: np.ndarray, qtype: T, n: int) -> dict[str, np.ndarray]:
     n_cols = cols.shape[0]
     if qtype == T.Q6_K:
         sc = cols[:, 2 * n: 18 * n].view(np.int8).reshape(n_cols, 16, n)
-        low = _nibbles(cols[:, 18 * n: 146 * n].reshape(n_cols, 256, n // 2), n)
-        # 8 bytes per 32 outputs: output k at bits 2*(k/8) .. 2*(k/8)+1 of byte k%8
-        hb = cols[:, 146 * n: 210 * n].reshape(n_cols, 256, n // 32, 1, 8)
-        high = (hb >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(4, 1)) & 3  # (c, i, g, k/8, k%8)
+        low = _nibbles(cols[:, 18 * n: 146 * n].reshape(n_cols, 256, n // 2), n, 64)
+        # 16 bytes per 64 outputs: output k at bits 2*(k/16) .. 2*(k/16)+1 of byte k%16
+        hb = cols[:, 146 * n: 210 * n].reshape(n_cols, 256, n // 64, 1, 16)
+        high = (hb >> np.array([0, 2, 4, 6], dtype=np.uint8).reshape(4, 1)) & 3  # (c, i, g, k/16, k%16)
         q = low | (high.reshape(n_cols, 256, n) << 4)
         return {"d": _f16(cols[:, : 2 * n]), "sc": sc, "q": q}
-    q = _nibbles(cols[:, 20 * n: 148 * n].reshape(n_cols, 256, n // 2), n)
+    q = _nibbles(cols[:, 20 * n: 148 * n].reshape(n_cols, 256, n // 2), n, 64)
     if qtype == T.Q5_K:
         # n/8 bytes per input: output j at bit j%8 of byte j/8
         bits = np.unpackbits(cols[:, 148 * n: 180 * n].reshape(n_cols, 256, n // 8), axis=2, bitorder="little")

@@ -17,6 +17,7 @@ from random_blocks import random_weight
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from packed_layout import PER_OUTPUT, dequantize_packed, unpack
+from packed_layout import packed_type as read_packed_type
 
 
 def _blocks(raw, qtype):
@@ -96,11 +97,12 @@ def _pack(raw, qtype, n_in, n_out):
     def put_f16(c, at, values):  # values (n,) f16 of column c at byte `at`
         out[c, at: at + 2 * n] = values.astype(np.float16).view(np.uint8)
 
-    def put_nibbles(c, at, q):  # q (inputs, n) 4-bit: rows of n/2 bytes
+    def put_nibbles(c, at, q, span):  # q (inputs, n) 4-bit: rows of n/2 bytes, span/2 per span
+        half = span // 2
         for j in range(n):
-            g, k = j // 32, j % 32
-            byte = at + 16 * g + k % 16 + np.arange(q.shape[0]) * (n // 2)
-            out[c, byte] |= (q[:, j] & 15) << (4 if k >= 16 else 0)
+            g, k = j // span, j % span
+            byte = at + half * g + k % half + np.arange(q.shape[0]) * (n // 2)
+            out[c, byte] |= (q[:, j] & 15) << (4 if k >= half else 0)
 
     for c in range(n_cols):
         d = f["d"][:, c]
@@ -113,20 +115,20 @@ def _pack(raw, qtype, n_in, n_out):
             if qtype == T.Q4_1:
                 put_f16(c, at, f["m"][:, c])
                 at += 2 * n
-            put_nibbles(c, at, q)
+            put_nibbles(c, at, q, 32)
         elif qtype == T.Q6_K:
             out[c, 2 * n: 18 * n] = f["sc"][:, c, :].T.reshape(-1).view(np.uint8)  # sc[16][n]
-            put_nibbles(c, 18 * n, q & 15)
+            put_nibbles(c, 18 * n, q & 15, 64)
             high = q >> 4
-            for j in range(n):
-                g, k = j // 32, j % 32
-                byte = 146 * n + 8 * g + k % 8 + np.arange(256) * (n // 4)
-                out[c, byte] |= high[:, j] << (2 * (k // 8))
+            for j in range(n):  # 16 bytes per 64 outputs: output k at bits 2*(k/16), +1 of byte k%16
+                g, k = j // 64, j % 64
+                byte = 146 * n + 16 * g + k % 16 + np.arange(256) * (n // 4)
+                out[c, byte] |= high[:, j] << (2 * (k // 16))
         else:
             put_f16(c, 2 * n, f["dmin"][:, c])
             out[c, 4 * n: 12 * n] = f["sc"][:, c, :].T.reshape(-1)  # sc[8][n]
             out[c, 12 * n: 20 * n] = f["mn"][:, c, :].T.reshape(-1)
-            put_nibbles(c, 20 * n, q & 15)
+            put_nibbles(c, 20 * n, q & 15, 64)
             if qtype == T.Q5_K:
                 for j in range(n):
                     byte = 148 * n + j // 8 + np.arange(256) * (n // 8)
@@ -145,8 +147,13 @@ def test_the_per_value_rules_read_what_gguf_py_dequantizes(qtype):
     np.testing.assert_array_equal(_values(_decode(raw, qtype), qtype), gguf.dequantize(raw, qtype))
 
 
-@pytest.mark.parametrize("qtype", ALL_TYPES)
-@pytest.mark.parametrize(("n_in", "n_out"), [(512, 96), (256, 32)])
+# the K-quants need a multiple of 64 outputs (spans of 64 in their quant rows), the others of 32
+CASES = [(q, 512, 96) for q in ALL_TYPES if q not in K_TYPES] + [
+    (q, 256, 32) for q in ALL_TYPES if q not in K_TYPES] + [
+    (q, 512, 192) for q in ALL_TYPES] + [(q, 256, 64) for q in ALL_TYPES]
+
+
+@pytest.mark.parametrize(("qtype", "n_in", "n_out"), CASES)
 def test_reader_gives_gguf_py_values_and_the_original_blocks(qtype, n_in, n_out):
     raw = random_weight(qtype, n_out, n_in, seed=n_out + int(qtype))
     packed = _pack(raw, qtype, n_in, n_out)
@@ -165,6 +172,18 @@ def test_reader_refuses_a_column_size_of_no_type():
         dequantize_packed(np.zeros((2, 100 * 32), dtype=np.int8), 32)
 
 
+@pytest.mark.parametrize("qtype", K_TYPES)
+def test_k_quants_need_a_multiple_of_64_outputs(qtype):
+    """96 outputs: a whole number of 32-output spans but not of 64, so neither the reader nor the
+    converter's rule takes a K-quant packed as itself (the runtime's column size is 0 there)."""
+    assert read_packed_type(PER_OUTPUT[qtype] * 64, 64) == qtype
+    with pytest.raises(ValueError, match="no packed type"):
+        read_packed_type(PER_OUTPUT[qtype] * 96, 96)
+    with pytest.raises(ValueError, match="no packed type"):
+        unpack(np.zeros((2, PER_OUTPUT[qtype] * 96), dtype=np.int8), 96)
+    assert packed_type(qtype, 1536, 96) != qtype
+
+
 @pytest.mark.parametrize(("source", "n_in", "n_out", "want"), [
     (T.Q4_K, 1536, 1536, T.Q4_K),
     (T.Q6_K, 8960, 1536, T.Q6_K),  # Qwen2.5-1.5B's ffn_down: 35 super-blocks per row
@@ -175,6 +194,11 @@ def test_reader_refuses_a_column_size_of_no_type():
     (T.Q3_K, 1536, 1536, T.Q4_0),  # Q2_K and Q3_K are always requantised
     (T.Q2_K, 1536, 1536, T.Q4_0),
     (T.Q4_K, 1536, 48, None),  # outputs not a multiple of 32
+    (T.Q4_K, 1536, 96, T.Q4_1),  # a K-quant needs a multiple of 64 outputs: requantised fallback
+    (T.Q6_K, 1536, 96, T.Q8_0),
+    (T.Q5_K, 1536, 96, None),  # its fallback Q5_1 is not packable
+    (T.Q4_K, 1536, 64, T.Q4_K),
+    (T.Q3_K, 1536, 96, T.Q4_0),  # Q4_0 needs only a multiple of 32
     (T.Q8_0, 64, 48, None),
     (T.Q4_0, 96, 64, T.Q4_0),
     (T.F16, 1536, 1536, None),

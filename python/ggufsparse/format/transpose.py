@@ -1,11 +1,11 @@
 """Transposed copies of weight matrices, for the runtime's input-sparse products.
 
-Q4_0, Q4_1, Q8_0 weights with a multiple of 32 outputs, and Q4_K, Q5_K, Q6_K weights whose rows
-are whole 256-value super-blocks, are packed (docs/format.md, "Packed transposed weights"): the
-original quantization blocks rearranged so that each input channel's values are contiguous, an
-exact copy the runtime multiplies in integers. Other K-quants (Q2_K, Q3_K, or rows of e.g. 576
-or 640) whose fallback type (below) is one of the first three are requantised to it along their
-original rows and packed.
+Q4_0, Q4_1, Q8_0 weights with a multiple of 32 outputs, and Q4_K, Q5_K, Q6_K weights with a
+multiple of 64 outputs whose rows are whole 256-value super-blocks, are packed (docs/format.md,
+"Packed transposed weights"): the original quantization blocks rearranged so that each input
+channel's values are contiguous, an exact copy the runtime multiplies in integers. Other K-quants
+(Q2_K, Q3_K, rows of e.g. 576 or 640, or e.g. 96 outputs) whose fallback type (below) is one of
+the first three are requantised to it along their original rows and packed.
 Other weights of ggml shape {n_in, n_out} (a row per output) become W_t of shape {n_out, n_in}:
 one row per input channel, so an inactive input channel is one skipped row. Such a copy keeps the
 source's type when its block fits the new row length; otherwise the nearest type whose 32-wide
@@ -47,16 +47,16 @@ def transposed_type(source, n_per_row: int) -> GGMLQuantizationType:
 
 # packable types and the inputs of one packed column (one block)
 PACKABLE = {T.Q4_0: 32, T.Q4_1: 32, T.Q8_0: 32, T.Q4_K: 256, T.Q5_K: 256, T.Q6_K: 256}
+# the multiple of outputs each packable type needs (the K-quants' quant rows hold spans of 64)
+PACKED_OUTPUTS = {T.Q4_0: 32, T.Q4_1: 32, T.Q8_0: 32, T.Q4_K: 64, T.Q5_K: 64, T.Q6_K: 64}
 
 
 def packed_type(source, n_in: int, n_out: int) -> GGMLQuantizationType | None:
     """The type of a packed transposed copy of a `source`-typed weight: its own type if packable,
     else its fallback (requantised along its original rows), or None for a plain copy."""
     source = T(source)
-    if n_out % 32 != 0:
-        return None
     for qtype in (source, _FALLBACK.get(source)):  # the fallback is None for float types
-        if qtype in PACKABLE and n_in % PACKABLE[qtype] == 0:
+        if qtype in PACKABLE and n_in % PACKABLE[qtype] == 0 and n_out % PACKED_OUTPUTS[qtype] == 0:
             return qtype
     return None
 
