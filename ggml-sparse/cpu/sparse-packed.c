@@ -262,7 +262,10 @@ static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, c
 // ---------------------------------------------------------------------------------------------
 // K-quants (Q4_K, Q5_K, Q6_K): a column is a super-block's 256 inputs, h is quantized to Q8_K as
 // ggml's K-quant dot products quantize it, and each scale group of inputs (32 for Q4_K/Q5_K, 16
-// for Q6_K) accumulates its active inputs in integers, finished by its scale (and minimum).
+// for Q6_K) accumulates its active inputs in integers. As in ggml's own K-quant dot products, the
+// sums stay integers through the column: t[j] = sum over groups of sc*s (Q6_K: sc*(s - 32*sum_h)),
+// m[j] = sum of mn*sum_h, and y[j] += dh*(d[j]*t[j] - dmin[j]*m[j]) once per column. They cannot
+// overflow: |s| <= 32*63*127 and |sc| <= 128 over 16 groups stays below 2^31.
 
 typedef struct {
     enum ggml_type      type;
@@ -297,139 +300,154 @@ static void packed_k_col_of(enum ggml_type type, const uint8_t * col, int64_t n,
     }
 }
 
-// y[j] += dh * (group's integer sum s) scaled: d*sc*s - dmin*mn*sum_h, or Q6_K's d*sc*(s - 32*sum_h)
-static inline float packed_k_finish(const packed_k_col * c, int g, int64_t j, float dh, int32_t s, int32_t sum_h) {
-    const float d = GGML_CPU_FP16_TO_FP32(c->d[j]);
-    if (c->type == GGML_TYPE_Q6_K) {
-        return dh * d * (float) ((const int8_t *) c->sc)[g*c->n + j] * (float) (s - 32*sum_h);
-    }
-    const float dmin = GGML_CPU_FP16_TO_FP32(c->dmin[j]);
-    return dh * (d * (float) c->sc[g*c->n + j] * (float) s - dmin * (float) c->mn[g*c->n + j] * (float) sum_h);
-}
+// the integer sums of one scale group into t (and m): first says the column's first active group
+static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
+                           int32_t * t, int32_t * m, bool first);
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
-// 32 outputs' quants of input row i at output group o32, unsigned (0..15, 0..31, 0..63)
-static inline __m256i packed_k_row(const packed_k_col * c, int i, int64_t o32) {
-    const __m128i v = _mm_loadu_si128((const __m128i *) (c->ql + i*(c->n/2) + o32*16));
-    const __m128i m = _mm_set1_epi8(0x0F);
-    __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+// 64 outputs' quants of input row i at output span o64, unsigned (0..15, 0..31, 0..63):
+// outputs 0-31 in q[0], 32-63 in q[1]
+static inline void packed_k_row(const packed_k_col * c, int i, int64_t o64, __m256i q[2]) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *) (c->ql + i*(c->n/2) + o64*32));
+    const __m256i m = _mm256_set1_epi8(0x0F);
+    q[0] = _mm256_and_si256(v, m);
+    q[1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m);
     if (c->type == GGML_TYPE_Q5_K) {
-        uint32_t bits;
-        memcpy(&bits, c->qh + i*(c->n/8) + o32*4, 4);
-        // byte k of the result takes byte k/8 of bits, then its bit k%8
-        const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                              2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        int64_t bits;
+        memcpy(&bits, c->qh + i*(c->n/8) + o64*8, 8);
+        // byte k of q[0] takes bit k%8 of byte k/8; q[1] the same from byte 4 on
+        const __m256i b    = _mm256_set1_epi64x(bits);
         const __m256i bit  = _mm256_set1_epi64x((int64_t) 0x8040201008040201ULL);
-        const __m256i b    = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int32_t) bits), shuf), bit);
-        q = _mm256_or_si256(q, _mm256_and_si256(_mm256_cmpeq_epi8(b, bit), _mm256_set1_epi8(16)));
+        const __m256i five = _mm256_set1_epi8(16);
+        const __m256i s0 = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        const __m256i s1 = _mm256_add_epi8(s0, _mm256_set1_epi8(4));
+        q[0] = _mm256_or_si256(q[0], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(b, s0), bit), bit), five));
+        q[1] = _mm256_or_si256(q[1], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(b, s1), bit), bit), five));
     } else if (c->type == GGML_TYPE_Q6_K) {
-        uint64_t bits;
-        memcpy(&bits, c->qh + i*(c->n/4) + o32*8, 8);
-        // 64-bit lane k holds outputs 8k..8k+7: their two bits at 2k
-        const __m256i h = _mm256_srlv_epi64(_mm256_set1_epi64x((int64_t) bits), _mm256_setr_epi64x(0, 2, 4, 6));
-        q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(3)), 4));
+        // output k's two bits at 2*(k/16) of byte k%16: shift each 16-output quarter down to bit 0
+        const __m256i b  = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) (c->qh + i*(c->n/4) + o64*16)));
+        const __m256i m3 = _mm256_set1_epi8(3);
+        q[0] = _mm256_or_si256(q[0], _mm256_slli_epi16(_mm256_and_si256(_mm256_srlv_epi64(b, _mm256_setr_epi64x(0, 0, 2, 2)), m3), 4));
+        q[1] = _mm256_or_si256(q[1], _mm256_slli_epi16(_mm256_and_si256(_mm256_srlv_epi64(b, _mm256_setr_epi64x(4, 4, 6, 6)), m3), 4));
     }
-    return q;
 }
 
-// one scale group's active inputs in pairs, as packed_pairs above but unsigned quants times
-// signed h; the int16 sums of `chunk` pairs stay below 32767
-typedef struct {
-    int     i[2][16];
-    __m256i h[16];
-    int     n;
-} packed_k_pairs;
-
-static void packed_k_pairs_of(packed_k_pairs * p, const int8_t * hq, int i0, uint32_t active) {
-    p->n = 0;
+static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
+                           int32_t * t, int32_t * m, bool first) {
+    // the active inputs in pairs (an odd one out pairs with itself at h = 0): rows and (h1, h2)
+    int     rows[2][16];
+    __m256i hp[16];
+    int     n_pairs = 0;
     while (active) {
         const int i1 = __builtin_ctz(active);
         active &= active - 1;
-        int i2 = i1;
+        int    i2 = i1;
         int8_t h2 = 0;
         if (active) {
             i2 = __builtin_ctz(active);
             active &= active - 1;
             h2 = hq[i2];
         }
-        const int8_t h1 = hq[i1];
-        p->i[0][p->n] = i0 + i1;
-        p->i[1][p->n] = i0 + i2;
-        p->h[p->n] = _mm256_set1_epi16((int16_t) ((uint16_t) (uint8_t) h1 | (uint16_t) ((uint8_t) h2) << 8));
-        p->n++;
+        rows[0][n_pairs] = g*c->group + i1;
+        rows[1][n_pairs] = g*c->group + i2;
+        hp[n_pairs] = _mm256_set1_epi16((int16_t) ((uint16_t) (uint8_t) hq[i1] | (uint16_t) ((uint8_t) h2) << 8));
+        n_pairs++;
     }
-}
-
-static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
-                           float dh, float * y) {
-    packed_k_pairs p;
-    packed_k_pairs_of(&p, hq, g*c->group, active);
-    // largest pair count whose int16 sums cannot overflow: 2*qmax*127 per pair
+    // pairs whose int16 sums cannot overflow: 2*qmax*127 each
     const int chunk = c->type == GGML_TYPE_Q4_K ? 8 : c->type == GGML_TYPE_Q5_K ? 4 : 2;
-    const __m256 vdh   = _mm256_set1_ps(dh);
-    const __m256 vsumh = _mm256_set1_ps((float) sum_h);
-    for (int64_t o32 = 0; o32 < c->n / 32; o32++) {
-        if ((o32 & 3) == 0) {
-            for (int k = 0; k < p.n; k++) {   // a cache line holds 4 groups of a row's low bits
-                _mm_prefetch((const char *) (c->ql + p.i[0][k]*(c->n/2) + (o32 + 4)*16), _MM_HINT_T0);
-                _mm_prefetch((const char *) (c->ql + p.i[1][k]*(c->n/2) + (o32 + 4)*16), _MM_HINT_T0);
+    const __m256i vsumh  = _mm256_set1_epi32(c->type == GGML_TYPE_Q6_K ? 32*sum_h : sum_h);
+    const size_t  ql_row = (size_t) c->n/2;
+
+    for (int64_t o64 = 0; o64 < c->n/64; o64++) {
+        if ((o64 & 1) == 0) {
+            for (int k = 0; k < n_pairs; k++) {   // two spans ahead: a cache line holds two
+                _mm_prefetch((const char *) (c->ql + rows[0][k]*ql_row + (o64 + 4)*32), _MM_HINT_T0);
+                _mm_prefetch((const char *) (c->ql + rows[1][k]*ql_row + (o64 + 4)*32), _MM_HINT_T0);
             }
         }
-        __m256i s[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256() };
-        for (int k0 = 0; k0 < p.n; k0 += chunk) {
-            const int k1 = k0 + chunk < p.n ? k0 + chunk : p.n;
-            __m256i lo = _mm256_setzero_si256();
-            __m256i hi = _mm256_setzero_si256();
+        __m256i s[8];
+        for (int r = 0; r < 8; r++) {
+            s[r] = _mm256_setzero_si256();
+        }
+        for (int k0 = 0; k0 < n_pairs; k0 += chunk) {
+            const int k1 = k0 + chunk < n_pairs ? k0 + chunk : n_pairs;
+            __m256i lo0 = _mm256_setzero_si256(), hi0 = _mm256_setzero_si256();
+            __m256i lo1 = _mm256_setzero_si256(), hi1 = _mm256_setzero_si256();
             for (int k = k0; k < k1; k++) {
-                const __m256i a = packed_k_row(c, p.i[0][k], o32);
-                const __m256i b = packed_k_row(c, p.i[1][k], o32);
-                lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_unpacklo_epi8(a, b), p.h[k]));
-                hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(_mm256_unpackhi_epi8(a, b), p.h[k]));
+                __m256i a[2], b[2];
+                packed_k_row(c, rows[0][k], o64, a);
+                packed_k_row(c, rows[1][k], o64, b);
+                lo0 = _mm256_add_epi16(lo0, _mm256_maddubs_epi16(_mm256_unpacklo_epi8(a[0], b[0]), hp[k]));
+                hi0 = _mm256_add_epi16(hi0, _mm256_maddubs_epi16(_mm256_unpackhi_epi8(a[0], b[0]), hp[k]));
+                lo1 = _mm256_add_epi16(lo1, _mm256_maddubs_epi16(_mm256_unpacklo_epi8(a[1], b[1]), hp[k]));
+                hi1 = _mm256_add_epi16(hi1, _mm256_maddubs_epi16(_mm256_unpackhi_epi8(a[1], b[1]), hp[k]));
             }
             __m256i w[4];
-            packed_widen(lo, hi, w);
+            packed_widen(lo0, hi0, w);
             for (int r = 0; r < 4; r++) {
                 s[r] = _mm256_add_epi32(s[r], w[r]);
             }
-        }
-        const int64_t j = o32*32;
-        for (int r = 0; r < 4; r++) {
-            const __m256  d   = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (c->d + j + 8*r))), vdh);
-            const __m128i scb = _mm_loadl_epi64((const __m128i *) (c->sc + g*c->n + j + 8*r));
-            float * yr = y + j + 8*r;
-            if (c->type == GGML_TYPE_Q6_K) {
-                const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scb));
-                const __m256 v  = _mm256_fnmadd_ps(_mm256_set1_ps(32.0f), vsumh, _mm256_cvtepi32_ps(s[r]));
-                _mm256_storeu_ps(yr, _mm256_fmadd_ps(_mm256_mul_ps(d, sc), v, _mm256_loadu_ps(yr)));
-            } else {
-                const __m256  sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(scb));
-                const __m256  mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *) (c->mn + g*c->n + j + 8*r))));
-                const __m256  dm = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (c->dmin + j + 8*r))), vdh);
-                __m256 acc = _mm256_fmadd_ps(_mm256_mul_ps(d, sc), _mm256_cvtepi32_ps(s[r]), _mm256_loadu_ps(yr));
-                acc = _mm256_fnmadd_ps(_mm256_mul_ps(dm, mn), vsumh, acc);
-                _mm256_storeu_ps(yr, acc);
+            packed_widen(lo1, hi1, w);
+            for (int r = 0; r < 4; r++) {
+                s[4 + r] = _mm256_add_epi32(s[4 + r], w[r]);
             }
         }
+        // scale the group's sums into the column's: 8 outputs at a time
+        for (int r = 0; r < 8; r++) {
+            const int64_t j  = o64*64 + 8*r;
+            const __m128i sb = _mm_loadl_epi64((const __m128i *) (c->sc + g*c->n + j));
+            __m256i v;
+            if (c->type == GGML_TYPE_Q6_K) {
+                v = _mm256_mullo_epi32(_mm256_sub_epi32(s[r], vsumh), _mm256_cvtepi8_epi32(sb));
+            } else {
+                v = _mm256_mullo_epi32(s[r], _mm256_cvtepu8_epi32(sb));
+                const __m128i mb = _mm_loadl_epi64((const __m128i *) (c->mn + g*c->n + j));
+                __m256i mv = _mm256_mullo_epi32(vsumh, _mm256_cvtepu8_epi32(mb));
+                if (!first) {
+                    mv = _mm256_add_epi32(mv, _mm256_loadu_si256((const __m256i *) (m + j)));
+                }
+                _mm256_storeu_si256((__m256i *) (m + j), mv);
+            }
+            if (!first) {
+                v = _mm256_add_epi32(v, _mm256_loadu_si256((const __m256i *) (t + j)));
+            }
+            _mm256_storeu_si256((__m256i *) (t + j), v);
+        }
+    }
+}
+
+// y[j] += dh*(d[j]*t[j] - dmin[j]*m[j])
+static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t, const int32_t * m, float * y) {
+    const __m256 vdh = _mm256_set1_ps(dh);
+    for (int64_t j = 0; j < c->n; j += 8) {
+        const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (c->d + j))), vdh);
+        __m256 r = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *) (t + j))), _mm256_loadu_ps(y + j));
+        if (c->dmin) {
+            const __m256 dm = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (c->dmin + j))), vdh);
+            r = _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *) (m + j))), r);
+        }
+        _mm256_storeu_ps(y + j, r);
     }
 }
 
 #else
 
 static inline int packed_k_quant(const packed_k_col * c, int i, int64_t j) {
-    const int64_t o = j % 32;
-    const uint8_t byte = c->ql[i*(c->n/2) + (j/32)*16 + o%16];
-    int q = o < 16 ? (byte & 0x0F) : (byte >> 4);
+    const int64_t o = j % 64;
+    const uint8_t byte = c->ql[i*(c->n/2) + (j/64)*32 + o%32];
+    int q = o < 32 ? (byte & 0x0F) : (byte >> 4);
     if (c->type == GGML_TYPE_Q5_K) {
         q |= (c->qh[i*(c->n/8) + j/8] >> (j%8) & 1) << 4;
     } else if (c->type == GGML_TYPE_Q6_K) {
-        q |= (c->qh[i*(c->n/4) + (j/32)*8 + o%8] >> (2*(o/8)) & 3) << 4;
+        q |= (c->qh[i*(c->n/4) + (j/64)*16 + o%16] >> (2*(o/16)) & 3) << 4;
     }
     return q;
 }
 
 static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
-                           float dh, float * y) {
+                           int32_t * t, int32_t * m, bool first) {
     for (int64_t j = 0; j < c->n; j++) {
         int32_t s = 0;
         for (int i = 0; i < c->group; i++) {
@@ -437,28 +455,52 @@ static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uin
                 s += packed_k_quant(c, g*c->group + i, j) * hq[i];
             }
         }
-        y[j] += packed_k_finish(c, g, j, dh, s, sum_h);
+        int32_t v;
+        if (c->type == GGML_TYPE_Q6_K) {
+            v = ((const int8_t *) c->sc)[g*c->n + j] * (s - 32*sum_h);
+        } else {
+            v = c->sc[g*c->n + j] * s;
+            m[j] = (first ? 0 : m[j]) + c->mn[g*c->n + j] * sum_h;
+        }
+        t[j] = (first ? 0 : t[j]) + v;
+    }
+}
+
+static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t, const int32_t * m, float * y) {
+    for (int64_t j = 0; j < c->n; j++) {
+        float r = GGML_CPU_FP16_TO_FP32(c->d[j]) * (float) t[j];
+        if (c->dmin) {
+            r -= GGML_CPU_FP16_TO_FP32(c->dmin[j]) * (float) m[j];
+        }
+        y[j] += dh * r;
     }
 }
 
 #endif
 
-// y[0, n) += the contribution of one K-quant column (256 inputs) to all n outputs
-static void packed_column_k(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_K * hb, float * y) {
+// y[0, n) += the contribution of one K-quant column (256 inputs) to all n outputs; `scratch`
+// holds 2*n int32
+static void packed_column_k(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_K * hb,
+                            float * y, int32_t * scratch) {
     packed_k_col c;
     packed_k_col_of(type, col, n, &c);
-    const float dh = hb->d;
+    bool first = true;
     for (int g = 0; g < QK_K / c.group; g++) {
         const int8_t * hq = hb->qs + g*c.group;
         uint32_t active = 0;
-        int32_t  sum_h  = 0;
         for (int i = 0; i < c.group; i++) {
             active |= (uint32_t) (hq[i] != 0) << i;
-            sum_h  += hq[i];
         }
-        if (active != 0) {
-            packed_k_group(&c, g, hq, active, sum_h, dh, y);
+        if (active == 0) {
+            continue;   // neither its quants nor its scales are read
         }
+        // h's sums of 16 quants, as ggml's K-quant dot products use them
+        const int32_t sum_h = c.group == 16 ? hb->bsums[g] : hb->bsums[2*g] + hb->bsums[2*g + 1];
+        packed_k_group(&c, g, hq, active, sum_h, scratch, scratch + n, first);
+        first = false;
+    }
+    if (!first) {
+        packed_k_finish(&c, hb->d, scratch, scratch + n, y);
     }
 }
 
@@ -472,9 +514,9 @@ static bool packed_k_any(const block_q8_K * hb) {
 }
 
 // a thread's scratch: partial outputs for every token, then the partial sums of one group
-// (4 bytes per output)
+// (4 bytes per output), or of one K-quant column (8 bytes per output)
 static size_t packed_scratch_size(int64_t n, int64_t m) {
-    return GGML_PAD((size_t) (n * m) * sizeof(float), PACKED_LINE) + GGML_PAD((size_t) (n / PACKED_GROUP) * PACKED_ACC_BYTES, PACKED_LINE);
+    return GGML_PAD((size_t) (n * m) * sizeof(float), PACKED_LINE) + GGML_PAD((size_t) n * 2 * sizeof(int32_t), PACKED_LINE);
 }
 
 // h quantized as the type's dot products quantize it: Q8_0, or Q8_K for the K-quants
@@ -523,7 +565,7 @@ void ggml_sparse_axpy_packed(const struct ggml_compute_params * params, struct g
             if (col_in == QK_K) {
                 const block_q8_K * hb = (const block_q8_K *) (hq + c*hq_blk);
                 if (packed_k_any(hb)) {   // else neither scales nor quants are read
-                    packed_column_k(type, col, n, hb, part + t*n);
+                    packed_column_k(type, col, n, hb, part + t*n, (int32_t *) acc);
                 }
                 continue;
             }

@@ -445,14 +445,19 @@ int main(int argc, char ** argv) {
     }
     for (ggml_type type : { GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K }) {
         CHECK(ggml_sparse_packed_column_size(type, 48) == 0, "%s: 48 outputs cannot be packed", ggml_type_name(type));
-        const int64_t col = ggml_sparse_packed_column_inputs(type);
+        const int64_t col  = ggml_sparse_packed_column_inputs(type);
+        // outputs come in spans of 32 (64 for the K-quants)
+        const int64_t span = col == 32 ? 32 : 64;
+        if (span == 64) {
+            CHECK(ggml_sparse_packed_column_size(type, 96) == 0, "%s: 96 outputs cannot be packed", ggml_type_name(type));
+        }
         for (int threads = 1; threads <= 4; threads++) {
             for (float s : {0.0f, 0.5f, 1.0f}) {
                 for (int64_t m : {1, 3}) {
                     // columns of inputs (fewer columns than threads, for the K-quants' 256-input
-                    // columns); groups of outputs split unevenly over the threads
-                    test_axpy_packed(type, (col == 32 ? 7 : 3) * col, 3 * 32, m, s, threads, rng);
-                    test_axpy_packed(type, (col == 32 ? 5 : 1) * col, 9 * 32, m, s, threads, rng);
+                    // columns); spans of outputs split unevenly over the threads
+                    test_axpy_packed(type, (col == 32 ? 7 : 3) * col, 3 * span, m, s, threads, rng);
+                    test_axpy_packed(type, (col == 32 ? 5 : 1) * col, 9 * span, m, s, threads, rng);
                     cases += 2;
                 }
             }
