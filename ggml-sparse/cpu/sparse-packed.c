@@ -300,9 +300,27 @@ static void packed_k_col_of(enum ggml_type type, const uint8_t * col, int64_t n,
     }
 }
 
+// the next scale group to be read (in this column or the next): its rows are prefetched while the
+// current group is computed, a whole group ahead, since each row is only n/2 bytes long
+typedef struct {
+    packed_k_col c;
+    int          g;
+    uint32_t     active;   // 0: none
+} packed_k_next;
+
 // the integer sums of one scale group into t (and m): first says the column's first active group
 static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
-                           int32_t * t, int32_t * m, bool first);
+                           int32_t * t, int32_t * m, bool first, const packed_k_next * next);
+
+// the active inputs of scale group g of a Q8_K block, one bit each
+static inline uint32_t packed_k_active(const block_q8_K * hb, int group, int g) {
+    const int8_t * hq = hb->qs + g*group;
+    uint32_t active = 0;
+    for (int i = 0; i < group; i++) {
+        active |= (uint32_t) (hq[i] != 0) << i;
+    }
+    return active;
+}
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
@@ -326,16 +344,33 @@ static inline void packed_k_row(const packed_k_col * c, int i, int64_t o64, __m2
         q[0] = _mm256_or_si256(q[0], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(b, s0), bit), bit), five));
         q[1] = _mm256_or_si256(q[1], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(b, s1), bit), bit), five));
     } else if (c->type == GGML_TYPE_Q6_K) {
-        // output k's two bits at 2*(k/16) of byte k%16: shift each 16-output quarter down to bit 0
-        const __m256i b  = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) (c->qh + i*(c->n/4) + o64*16)));
-        const __m256i m3 = _mm256_set1_epi8(3);
-        q[0] = _mm256_or_si256(q[0], _mm256_slli_epi16(_mm256_and_si256(_mm256_srlv_epi64(b, _mm256_setr_epi64x(0, 0, 2, 2)), m3), 4));
-        q[1] = _mm256_or_si256(q[1], _mm256_slli_epi16(_mm256_and_si256(_mm256_srlv_epi64(b, _mm256_setr_epi64x(4, 4, 6, 6)), m3), 4));
+        // output k's two bits at 2*(k/16) of byte k%16: shift each 16-output quarter to bits 4-5
+        // (within each byte: a shift of at most 4 moves no bit that the mask keeps across bytes)
+        const __m256i b   = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) (c->qh + i*(c->n/4) + o64*16)));
+        const __m256i m30 = _mm256_set1_epi8(0x30);
+        q[0] = _mm256_or_si256(q[0], _mm256_and_si256(_mm256_sllv_epi64(b, _mm256_setr_epi64x(4, 4, 2, 2)), m30));
+        q[1] = _mm256_or_si256(q[1], _mm256_and_si256(_mm256_srlv_epi64(b, _mm256_setr_epi64x(0, 0, 2, 2)), m30));
+    }
+}
+
+// the lines of the next group's rows that span o64 starts (every row's low bits; the high bits
+// where a line of them starts)
+static inline void packed_k_prefetch(const packed_k_next * next, int64_t o64) {
+    const packed_k_col * c = &next->c;
+    const int64_t qh_span = c->type == GGML_TYPE_Q6_K ? 16 : 8;   // high-bit bytes per span
+    const bool    qh_line = c->qh != NULL && (o64*qh_span) % 64 == 0;
+    const size_t  qh_row  = c->type == GGML_TYPE_Q6_K ? (size_t) c->n/4 : (size_t) c->n/8;
+    for (uint32_t a = next->active; a; a &= a - 1) {
+        const int i = next->g*c->group + __builtin_ctz(a);
+        _mm_prefetch((const char *) (c->ql + i*((size_t) c->n/2) + o64*32), _MM_HINT_T0);
+        if (qh_line) {
+            _mm_prefetch((const char *) (c->qh + i*qh_row + o64*qh_span), _MM_HINT_T0);
+        }
     }
 }
 
 static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
-                           int32_t * t, int32_t * m, bool first) {
+                           int32_t * t, int32_t * m, bool first, const packed_k_next * next) {
     // the active inputs in pairs (an odd one out pairs with itself at h = 0): rows and (h1, h2)
     int     rows[2][16];
     __m256i hp[16];
@@ -358,14 +393,18 @@ static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uin
     // pairs whose int16 sums cannot overflow: 2*qmax*127 each
     const int chunk = c->type == GGML_TYPE_Q4_K ? 8 : c->type == GGML_TYPE_Q5_K ? 4 : 2;
     const __m256i vsumh  = _mm256_set1_epi32(c->type == GGML_TYPE_Q6_K ? 32*sum_h : sum_h);
-    const size_t  ql_row = (size_t) c->n/2;
 
-    for (int64_t o64 = 0; o64 < c->n/64; o64++) {
-        if ((o64 & 1) == 0) {
-            for (int k = 0; k < n_pairs; k++) {   // two spans ahead: a cache line holds two
-                _mm_prefetch((const char *) (c->ql + rows[0][k]*ql_row + (o64 + 4)*32), _MM_HINT_T0);
-                _mm_prefetch((const char *) (c->ql + rows[1][k]*ql_row + (o64 + 4)*32), _MM_HINT_T0);
-            }
+    // the spans in a scattered order (a stride coprime with their count): rows read front to
+    // back look like streams to the hardware prefetchers, which then fetch the inactive rows
+    // that follow them; the next group's rows are prefetched instead
+    const int64_t n_spans = c->n/64;
+    int64_t stride = 7;
+    while (n_spans % stride == 0) {
+        stride += 2;
+    }
+    for (int64_t si = 0, o64 = 0; si < n_spans; si++, o64 = (o64 + stride) % n_spans) {
+        if (next->active && (o64 & 1) == 0) {   // a cache line holds two spans of a row
+            packed_k_prefetch(next, o64);
         }
         __m256i s[8];
         for (int r = 0; r < 8; r++) {
@@ -447,7 +486,8 @@ static inline int packed_k_quant(const packed_k_col * c, int i, int64_t j) {
 }
 
 static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
-                           int32_t * t, int32_t * m, bool first) {
+                           int32_t * t, int32_t * m, bool first, const packed_k_next * next) {
+    GGML_UNUSED(next);
     for (int64_t j = 0; j < c->n; j++) {
         int32_t s = 0;
         for (int i = 0; i < c->group; i++) {
@@ -479,29 +519,54 @@ static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t,
 #endif
 
 // y[0, n) += the contribution of one K-quant column (256 inputs) to all n outputs; `scratch`
-// holds 2*n int32
+// holds 2*n int32. `next` is the first group the caller reads after this column (or none).
 static void packed_column_k(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_K * hb,
-                            float * y, int32_t * scratch) {
-    packed_k_col c;
-    packed_k_col_of(type, col, n, &c);
+                            float * y, int32_t * scratch, const packed_k_next * after) {
+    packed_k_next cur;
+    packed_k_col_of(type, col, n, &cur.c);
+    const int n_groups = QK_K / cur.c.group;
+    uint32_t active[QK_K/16];
+    for (int g = 0; g < n_groups; g++) {
+        active[g] = packed_k_active(hb, cur.c.group, g);
+    }
     bool first = true;
-    for (int g = 0; g < QK_K / c.group; g++) {
-        const int8_t * hq = hb->qs + g*c.group;
-        uint32_t active = 0;
-        for (int i = 0; i < c.group; i++) {
-            active |= (uint32_t) (hq[i] != 0) << i;
-        }
-        if (active == 0) {
+    for (int g = 0; g < n_groups; g++) {
+        if (active[g] == 0) {
             continue;   // neither its quants nor its scales are read
         }
+        packed_k_next next = *after;
+        for (int g2 = g + 1; g2 < n_groups; g2++) {
+            if (active[g2]) {
+                next.c = cur.c;
+                next.g = g2;
+                next.active = active[g2];
+                break;
+            }
+        }
         // h's sums of 16 quants, as ggml's K-quant dot products use them
-        const int32_t sum_h = c.group == 16 ? hb->bsums[g] : hb->bsums[2*g] + hb->bsums[2*g + 1];
-        packed_k_group(&c, g, hq, active, sum_h, scratch, scratch + n, first);
+        const int32_t sum_h = cur.c.group == 16 ? hb->bsums[g] : hb->bsums[2*g] + hb->bsums[2*g + 1];
+        packed_k_group(&cur.c, g, hb->qs + g*cur.c.group, active[g], sum_h, scratch, scratch + n, first, &next);
         first = false;
     }
     if (!first) {
-        packed_k_finish(&c, hb->d, scratch, scratch + n, y);
+        packed_k_finish(&cur.c, hb->d, scratch, scratch + n, y);
     }
+}
+
+// the first active group of a column, for packed_column_k's `after`
+static packed_k_next packed_k_first(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_K * hb) {
+    packed_k_next next;
+    packed_k_col_of(type, col, n, &next.c);
+    next.g = 0;
+    next.active = 0;
+    for (int g = 0; g < QK_K / next.c.group; g++) {
+        next.active = packed_k_active(hb, next.c.group, g);
+        if (next.active) {
+            next.g = g;
+            break;
+        }
+    }
+    return next;
 }
 
 static bool packed_k_any(const block_q8_K * hb) {
@@ -558,14 +623,24 @@ void ggml_sparse_axpy_packed(const struct ggml_compute_params * params, struct g
     memset(part, 0, (size_t) (n * m) * sizeof(float));
     for (int64_t t = 0; t < m && c1 > c0; t++) {
         const float * hv = (const float *) ((const char *) h->data + t*h->nb[1]);
-        char        * hq = (char *) params->wdata + t*hq_row;
-        to_q8(hv + c0*col_in, hq + c0*hq_blk, (c1 - c0)*col_in);
-        for (int64_t c = c0; c < c1; c++) {
-            const uint8_t * col = (const uint8_t *) wt->data + c*wt->nb[1];
+        to_q8(hv + c0*col_in, (char *) params->wdata + t*hq_row + c0*hq_blk, (c1 - c0)*col_in);
+    }
+    // a column at a time for all tokens: a batch reads each column from memory once
+    for (int64_t c = c0; c < c1; c++) {
+        const uint8_t * col = (const uint8_t *) wt->data + c*wt->nb[1];
+        for (int64_t t = 0; t < m; t++) {
+            const char * hq = (const char *) params->wdata + t*hq_row;
             if (col_in == QK_K) {
                 const block_q8_K * hb = (const block_q8_K *) (hq + c*hq_blk);
                 if (packed_k_any(hb)) {   // else neither scales nor quants are read
-                    packed_column_k(type, col, n, hb, part + t*n, (int32_t *) acc);
+                    // what is read next: this column for the next token, or the next column
+                    packed_k_next after = { .active = 0 };
+                    if (t + 1 < m) {
+                        after = packed_k_first(type, col, n, (const block_q8_K *) (hq + hq_row + c*hq_blk));
+                    } else if (c + 1 < c1) {
+                        after = packed_k_first(type, col + wt->nb[1], n, (const block_q8_K *) ((const char *) params->wdata + (c + 1)*hq_blk));
+                    }
+                    packed_column_k(type, col, n, hb, part + t*n, (int32_t *) acc, &after);
                 }
                 continue;
             }

@@ -69,11 +69,17 @@ static std::vector<float> random_mask(std::mt19937 & rng, size_t n, float sparsi
     std::uniform_real_distribution<float> u(0.0f, 1.0f);
     std::normal_distribution<float> d(0.0f, 1.0f);
     std::vector<float> v(n);
+    size_t zeros = 0;
     for (auto & x : v) {
-        x = u(rng) < sparsity ? 0.0f : d(rng);
-        if (sparsity < 1.0f && x == 0.0f) x = 0.5f;
+        const bool zero = u(rng) < sparsity;
+        x = zero ? 0.0f : d(rng);
+        if (!zero && x == 0.0f) x = 0.5f;   // a drawn exact zero would not be an active input
+        zeros += zero;
     }
-    if (sparsity == 0.0f) for (auto & x : v) if (x == 0.0f) x = 1.0f;
+    // the mask must have the sparsity asked for, or the cases at 0.5 test dense inputs
+    const double share = (double) zeros / (double) n;
+    CHECK(std::fabs(share - sparsity) <= 0.5 * std::sqrt(sparsity * (1.0 - sparsity) / (double) n) * 8 + 1e-9,
+          "random_mask: %.3f zeros asked, %.3f drawn", sparsity, share);
     return v;
 }
 
@@ -418,7 +424,75 @@ static int bench_nm(const char * type_name, int64_t k, int64_t rows, int reps, i
     return 0;
 }
 
+// `test-sparse-ops bench-packed TYPE K N SPARSITY [REPS] [THREADS] [TOKENS]`: TOKENS tokens
+// through a stack of K x N weights larger than the caches (as a model's layers are), dense
+// ggml_mul_mat on the weights against ggml_axpy_sparse_packed on their packed copies with
+// inputs at SPARSITY, alternated; medians, and the bytes each reads per second.
+static int bench_packed(const char * type_name, int64_t k, int64_t n, float sparsity, int reps, int threads, int64_t tokens) {
+    ggml_type type = GGML_TYPE_COUNT;
+    for (int t = 0; t < GGML_TYPE_COUNT; t++) {
+        if (ggml_get_type_traits((ggml_type) t)->type_name && std::string(type_name) == ggml_type_name((ggml_type) t)) {
+            type = (ggml_type) t;
+        }
+    }
+    if (type == GGML_TYPE_COUNT || ggml_sparse_packed_column_size(type, n) == 0 || k % ggml_sparse_packed_column_inputs(type) != 0) {
+        std::printf("cannot pack %s %lld x %lld\n", type_name, (long long) k, (long long) n);
+        return 2;
+    }
+    std::mt19937 rng(7);
+    const size_t w_bytes = ggml_row_size(type, k) * n;
+    const int layers = getenv("BENCH_LAYERS") ? atoi(getenv("BENCH_LAYERS")) : (int) std::max<size_t>(4, (size_t) (512u << 20) / (2 * w_bytes));   // about 512 MiB in all
+    ggml_init_params p = { (size_t) layers * 2 * w_bytes + (size_t) k * tokens * 8 + n * tokens * 8 * layers + (256u << 20), nullptr, false };
+    ggml_context * ctx = ggml_init(p);
+    ggml_tensor * h = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, tokens);
+    const auto hv = random_mask(rng, k * tokens, sparsity);
+    memcpy(h->data, hv.data(), hv.size() * sizeof(float));
+    const auto wf = random_vec(rng, k * n, 0.1f);
+    ggml_cgraph * gd = ggml_new_graph(ctx);
+    ggml_cgraph * gs = ggml_new_graph(ctx);
+    for (int l = 0; l < layers; l++) {
+        ggml_tensor * w  = ggml_new_tensor_2d(ctx, type, k, n);
+        fill_weight(w, wf);
+        ggml_tensor * wp = ggml_new_tensor_2d(ctx, GGML_TYPE_I8, (int64_t) ggml_sparse_packed_column_size(type, n), k / ggml_sparse_packed_column_inputs(type));
+        ggml_sparse_pack_transposed(type, w->data, k, n, wp->data);
+        ggml_build_forward_expand(gd, ggml_mul_mat(ctx, w, h));
+        ggml_build_forward_expand(gs, ggml_axpy_sparse_packed(ctx, wp, h, type));
+    }
+    // one work buffer per graph, planned once (compute_with_ctx would take it from ctx per call)
+    ggml_cplan plans[2] = { ggml_graph_plan(gd, threads, nullptr), ggml_graph_plan(gs, threads, nullptr) };
+    std::vector<uint8_t> work[2];
+    for (int i = 0; i < 2; i++) {
+        work[i].resize(plans[i].work_size + 1);
+        plans[i].work_data = work[i].data();
+    }
+    std::vector<double> td, ts;
+    for (int r = 0; r < reps; r++) {
+        for (int which = 0; which < 2; which++) {
+            const auto t0 = std::chrono::steady_clock::now();
+            ggml_graph_compute(which == 0 ? gd : gs, &plans[which]);
+            const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+            (which == 0 ? td : ts).push_back(us / layers);
+        }
+    }
+    std::sort(td.begin(), td.end());
+    std::sort(ts.begin(), ts.end());
+    const double md = td[td.size() / 2], ms = ts[ts.size() / 2];
+    const double packed_bytes = (double) ggml_sparse_packed_column_size(type, n) * (double) (k / ggml_sparse_packed_column_inputs(type));
+    std::printf("%s k=%lld n=%lld tokens=%lld sparsity=%.2f threads=%d layers=%d reps=%d: dense %.1f us (%.1f GB/s), "
+                "packed %.1f us (%.1f GB/s of the active share), dense/packed %.2fx (bound %.2fx)\n",
+                ggml_type_name(type), (long long) k, (long long) n, (long long) tokens, sparsity, threads, layers, reps,
+                md, w_bytes / md / 1e3, ms, (1.0 - sparsity) * packed_bytes / ms / 1e3, md / ms,
+                w_bytes / ((1.0 - sparsity) * packed_bytes));
+    ggml_free(ctx);
+    return 0;
+}
+
 int main(int argc, char ** argv) {
+    if (argc >= 6 && std::string(argv[1]) == "bench-packed") {
+        return bench_packed(argv[2], std::atoll(argv[3]), std::atoll(argv[4]), (float) std::atof(argv[5]),
+                            argc > 6 ? std::atoi(argv[6]) : 11, argc > 7 ? std::atoi(argv[7]) : 2,
+                            argc > 8 ? std::atoll(argv[8]) : 1);
+    }
     if (argc >= 5 && std::string(argv[1]) == "bench-nm") {
         return bench_nm(argv[2], std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 ? std::atoi(argv[5]) : 21,
                         argc > 6 ? std::atoi(argv[6]) : 2);
