@@ -73,12 +73,14 @@ def test_zero_thresholds_give_the_dense_logits(float_model, zero_thresholds, n_b
     assert diff <= 2 * noise + 1e-5 * scale
 
 
-@pytest.fixture(scope="module")
-def q4_0_pair(tmp_path_factory) -> tuple[Path, Path]:
-    """SmolLM2's shapes in Q4_0 (a type the CPU repacks for its fast GEMM) and that file with zero thresholds."""
-    folder = tmp_path_factory.mktemp("q4_0")
+@pytest.fixture(scope="module", params=["q4_0", "q4_k_m"], ids=["q4_0", "q4_k_m"])
+def quant_pair(request, tmp_path_factory) -> tuple[Path, Path]:
+    """SmolLM2's shapes in Q4_0 (a type the CPU repacks for its fast GEMM), or in llama-quantize's
+    Q4_K_M mix (Q4_K/Q6_K ffn_down, packed in its own K type; Q5_0/Q8_0 where 576 inputs allow no
+    K-quant), and that file with zero thresholds."""
+    folder = tmp_path_factory.mktemp(request.param)
     dense, zero = folder / "dense.gguf", folder / "zero.gguf"
-    ggufsparse("synth", "--shape", "smollm2-135m", "--type", "q4_0", "--layers", "2", "-o", str(dense), "-q")
+    ggufsparse("synth", "--shape", "smollm2-135m", "--type", request.param, "--layers", "2", "-o", str(dense), "-q")
     ggufsparse("convert", str(dense), "-o", str(zero), "--sparsity", "0", "--attn-sparsity", "0", *SMALL)
     return dense, zero
 
@@ -93,28 +95,32 @@ def repack_mib(model: Path, runtime) -> float:
     return max((float(s) for s in sizes), default=0.0)  # the last load allocates; a fitting pass reports 0
 
 
-def test_sparse_layers_keep_their_weights_in_the_repack_buffers(q4_0_pair, runtime):
+def test_sparse_layers_keep_their_weights_in_the_repack_buffers(quant_pair, runtime, request):
     # prompts use the dense products, so every weight the dense file repacks must be repacked in the
     # sparse file too; ffn_up's row-skipping product reads a plain copy of its own
-    dense, zero = q4_0_pair
+    dense, zero = quant_pair
+    weights = request.node.callspec.params["quant_pair"]
     dense_mib = repack_mib(dense, runtime)
     if dense_mib == 0:
-        pytest.skip("this CPU has no repacked kernels for Q4_0 (ggml repacks with AVX2, NEON or SVE)")
+        pytest.skip(f"this CPU has no repacked kernels for {weights}'s types "
+                    "(ggml repacks with AVX2, NEON or SVE)")
     assert repack_mib(zero, runtime) == dense_mib
 
 
-def test_zero_thresholds_of_a_repacked_model_give_the_dense_logits(q4_0_pair, tmp_path):
-    dense_file, zero = q4_0_pair
+def test_zero_thresholds_of_a_repacked_model_give_the_dense_logits(quant_pair, tmp_path, request):
+    dense_file, zero = quant_pair
+    weights = request.node.callspec.params["quant_pair"]
     # prompts: the same repacked products on inputs that zero thresholds leave as they are
     dense = logits_of.in_subprocess(dense_file, tmp_path / "dense.npy", n_batch=512)
     sparse = logits_of.in_subprocess(zero, tmp_path / "sparse.npy", n_batch=512)
     scale = float(np.abs(dense).max())
     assert float(np.abs(sparse - dense).max()) <= 1e-6 * scale
     # decode: other kernels, whose float sums round differently; every product re-quantizes its
-    # input to Q8_0, where such a difference can move a value by one step, so the bound is looser
+    # input to Q8_0 (Q8_K for the K-quants), where such a difference can move a value by one step, so
+    # the bound is looser
     decode = logits_of.in_subprocess(zero, tmp_path / "decode.npy", n_batch=1)
     diff = float(np.abs(decode - dense).max())
-    print(f"Q4_0, zero thresholds, decode vs dense: max abs diff {diff:.3g} (largest |logit| {scale:.3g})")
+    print(f"{weights}, zero thresholds, decode vs dense: max abs diff {diff:.3g} (largest |logit| {scale:.3g})")
     assert diff <= 0.05 * scale
     assert np.array_equal(decode.argmax(-1), dense.argmax(-1))
 
