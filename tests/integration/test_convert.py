@@ -291,7 +291,8 @@ def test_folder_without_config_is_refused(tmp_path):
 
 def test_gemma3_geglu_model_converts(tmp_path):
     """The second architecture: tanh-GELU gated FFN, K-quant down weights (2048 inputs: whole
-    super-blocks) packed as their own blocks, Q5_0 weights copied as Q5_0 rows."""
+    super-blocks) packed as their own blocks, Q5_0 attention weights requantised along their rows
+    to Q8_0 and packed."""
     from ggufsparse.models.known import resolve
 
     out = tmp_path / "gemma.gguf"
@@ -307,7 +308,9 @@ def test_gemma3_geglu_model_converts(tmp_path):
         blocks, qtype = unpack(down_t.data, n_out=down.shape[1])
         assert qtype == down.tensor_type
         np.testing.assert_array_equal(blocks, np.asarray(down.data).view(np.uint8).reshape(blocks.shape))
-        assert dst[f"blk.{i}.attn_q_t.weight"].tensor_type == src[f"blk.{i}.attn_q.weight"].tensor_type  # Q5_0 rows
+        q_t = dst[f"blk.{i}.attn_q_t.weight"]
+        if src[f"blk.{i}.attn_q.weight"].tensor_type == T.Q5_0:
+            assert q_t.tensor_type == T.I8 and unpack(q_t.data, n_out=src[f"blk.{i}.attn_q.weight"].shape[1])[1] == T.Q8_0
     fields = gguf.GGUFReader(out).fields
     assert all(abs(s - 0.5) < 0.01 for s in fields[layout.Keys.CALIB_FFN_SPARSITY].contents())
     proc = run("generate", str(out), "-p", "The capital of France is", "-n", "8", "--temp", "0")

@@ -73,14 +73,17 @@ def test_zero_thresholds_give_the_dense_logits(float_model, zero_thresholds, n_b
     assert diff <= 2 * noise + 1e-5 * scale
 
 
-@pytest.fixture(scope="module", params=["q4_0", "q4_k_m"], ids=["q4_0", "q4_k_m"])
+@pytest.fixture(scope="module", params=[("q4_0", "smollm2-135m", "2"), ("q4_k_m", "llama2-7b", "1")],
+                ids=["q4_0", "q4_k_m"])
 def quant_pair(request, tmp_path_factory) -> tuple[Path, Path]:
-    """SmolLM2's shapes in Q4_0 (a type the CPU repacks for its fast GEMM), or in llama-quantize's
-    Q4_K_M mix (Q4_K/Q6_K ffn_down, packed in its own K type; Q5_0/Q8_0 where 576 inputs allow no
-    K-quant), and that file with zero thresholds."""
-    folder = tmp_path_factory.mktemp(request.param)
+    """A file in Q4_0 (a type the CPU repacks for its fast GEMM) with SmolLM2's shapes, or in
+    llama-quantize's Q4_K_M mix with one Llama-2-7B layer (every row whole super-blocks: Q4_K and
+    Q6_K weights, packed in their own K types, as in Qwen2.5-1.5B's Q4_K_M), and that file with
+    zero thresholds."""
+    weights, shape, layers = request.param
+    folder = tmp_path_factory.mktemp(weights)
     dense, zero = folder / "dense.gguf", folder / "zero.gguf"
-    ggufsparse("synth", "--shape", "smollm2-135m", "--type", request.param, "--layers", "2", "-o", str(dense), "-q")
+    ggufsparse("synth", "--shape", shape, "--type", weights, "--layers", layers, "-o", str(dense), "-q")
     ggufsparse("convert", str(dense), "-o", str(zero), "--sparsity", "0", "--attn-sparsity", "0", *SMALL)
     return dense, zero
 
@@ -99,7 +102,7 @@ def test_sparse_layers_keep_their_weights_in_the_repack_buffers(quant_pair, runt
     # prompts use the dense products, so every weight the dense file repacks must be repacked in the
     # sparse file too; ffn_up's row-skipping product reads a plain copy of its own
     dense, zero = quant_pair
-    weights = request.node.callspec.params["quant_pair"]
+    weights = request.node.callspec.params["quant_pair"][0]
     dense_mib = repack_mib(dense, runtime)
     if dense_mib == 0:
         pytest.skip(f"this CPU has no repacked kernels for {weights}'s types "
@@ -109,7 +112,7 @@ def test_sparse_layers_keep_their_weights_in_the_repack_buffers(quant_pair, runt
 
 def test_zero_thresholds_of_a_repacked_model_give_the_dense_logits(quant_pair, tmp_path, request):
     dense_file, zero = quant_pair
-    weights = request.node.callspec.params["quant_pair"]
+    weights = request.node.callspec.params["quant_pair"][0]
     # prompts: the same repacked products on inputs that zero thresholds leave as they are
     dense = logits_of.in_subprocess(dense_file, tmp_path / "dense.npy", n_batch=512)
     sparse = logits_of.in_subprocess(zero, tmp_path / "sparse.npy", n_batch=512)

@@ -190,13 +190,15 @@ def test_k_quants_need_a_multiple_of_64_outputs(qtype):
     (T.Q5_K, 1536, 256, T.Q5_K),
     (T.Q4_K, 576, 1536, T.Q4_1),  # rows of 576 are not whole super-blocks: requantised fallback
     (T.Q6_K, 640, 2048, T.Q8_0),
-    (T.Q5_K, 640, 2048, None),  # its fallback Q5_1 is not packable
+    (T.Q5_K, 640, 2048, T.Q8_0),
     (T.Q3_K, 1536, 1536, T.Q4_0),  # Q2_K and Q3_K are always requantised
     (T.Q2_K, 1536, 1536, T.Q4_0),
     (T.Q4_K, 1536, 48, None),  # outputs not a multiple of 32
     (T.Q4_K, 1536, 96, T.Q4_1),  # a K-quant needs a multiple of 64 outputs: requantised fallback
     (T.Q6_K, 1536, 96, T.Q8_0),
-    (T.Q5_K, 1536, 96, None),  # its fallback Q5_1 is not packable
+    (T.Q5_K, 1536, 96, T.Q8_0),
+    (T.Q5_0, 576, 576, T.Q8_0),  # llama-quantize's fallback where 256 does not divide a row
+    (T.Q5_1, 576, 1536, T.Q8_0),
     (T.Q4_K, 1536, 64, T.Q4_K),
     (T.Q3_K, 1536, 96, T.Q4_0),  # Q4_0 needs only a multiple of 32
     (T.Q8_0, 64, 48, None),

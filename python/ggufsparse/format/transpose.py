@@ -25,8 +25,12 @@ from ggufsparse.format.gguf_io import dequantize_rows
 T = GGMLQuantizationType
 
 # type to use when the source's block does not divide the transposed row
+# (Q5_0, Q5_1: the types llama-quantize's K mixes fall back to where 256 does not divide a row;
+# requantised along their own rows to Q8_0, each value moves by at most 1/16 of a Q5 step, where
+# a Q5 copy requantised along the transposed rows would move by up to a whole step)
 _FALLBACK = {
-    T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q4_1, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
+    T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q4_1, T.Q5_K: T.Q8_0, T.Q6_K: T.Q8_0,
+    T.Q5_0: T.Q8_0, T.Q5_1: T.Q8_0,
 }
 _FLOAT = (T.F32, T.F16, T.BF16)
 
