@@ -24,6 +24,13 @@
 #include <string.h>
 
 #define SPARSE_CACHE_LINE 64
+#define SPARSE_ROWS_AHEAD 2   // active rows prefetched ahead by mul_mat_rows
+
+#if defined(__GNUC__)
+#define GGML_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#else
+#define GGML_PREFETCH(p) ((void) (p))
+#endif
 
 static inline float sparse_act_apply(enum ggml_sparse_act_kind kind, float x) {
     switch (kind) {
@@ -123,12 +130,31 @@ void ggml_compute_forward_mul_mat_rows(const struct ggml_compute_params * params
 
     const int64_t r0 = (n * ith) / nth;
     const int64_t r1 = (n * (ith + 1)) / nth;
+    const size_t  row_size = ggml_row_size(w->type, k);
     uint64_t skipped = 0;
     for (int64_t t = 0; t < m; t++) {
         const float * mk = (const float *) ((const char *) mask->data + t*mask->nb[1]);
         float       * y  = (float *) ((char *) dst->data + t*dst->nb[1]);
+        // the active rows are short runs with gaps: a few active rows ahead are prefetched, where
+        // the hardware would fetch the inactive rows that follow a run instead
+        int64_t ahead   = r0;   // rows before it were looked at for prefetching
+        int     n_ahead = 0;    // active rows prefetched beyond the current one
         for (int64_t r = r0; r < r1; r++) {
             if (mk[r] != 0.0f) {
+                if (r < ahead) {
+                    n_ahead--;   // r is one of the rows prefetched ahead
+                } else {
+                    ahead = r + 1;
+                }
+                for (; ahead < r1 && n_ahead < SPARSE_ROWS_AHEAD; ahead++) {
+                    if (mk[ahead] != 0.0f) {
+                        const char * row = (const char *) w->data + ahead*w->nb[1];
+                        for (size_t b = 0; b < row_size; b += SPARSE_CACHE_LINE) {
+                            GGML_PREFETCH(row + b);
+                        }
+                        n_ahead++;
+                    }
+                }
                 traits->vec_dot(k, y + r, 0, (const char *) w->data + r*w->nb[1], 0, xq + t*xq_row, 0, 1);
             } else {
                 y[r] = 0.0f;

@@ -277,11 +277,14 @@ typedef struct {
     const uint8_t     * mn;        // [8][n]: Q4_K, Q5_K
     const uint8_t     * ql;        // 256 rows of n/2 bytes: the low 4 bits
     const uint8_t     * qh;        // 256 rows of the high bits: n/8 bytes (Q5_K), n/4 (Q6_K)
+    int64_t             s0, s1;    // the spans of 64 outputs computed: outputs [64*s0, 64*s1)
 } packed_k_col;
 
-static void packed_k_col_of(enum ggml_type type, const uint8_t * col, int64_t n, packed_k_col * c) {
+static void packed_k_col_of(enum ggml_type type, const uint8_t * col, int64_t n, int64_t s0, int64_t s1, packed_k_col * c) {
     c->type = type;
     c->n    = n;
+    c->s0   = s0;
+    c->s1   = s1;
     c->d    = (const ggml_fp16_t *) col;
     if (type == GGML_TYPE_Q6_K) {
         c->group = 16;
@@ -397,12 +400,13 @@ static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uin
     // the spans in a scattered order (a stride coprime with their count): rows read front to
     // back look like streams to the hardware prefetchers, which then fetch the inactive rows
     // that follow them; the next group's rows are prefetched instead
-    const int64_t n_spans = c->n/64;
+    const int64_t n_spans = c->s1 - c->s0;
     int64_t stride = 7;
     while (n_spans % stride == 0) {
         stride += 2;
     }
-    for (int64_t si = 0, o64 = 0; si < n_spans; si++, o64 = (o64 + stride) % n_spans) {
+    for (int64_t si = 0, oi = 0; si < n_spans; si++, oi = (oi + stride) % n_spans) {
+        const int64_t o64 = c->s0 + oi;
         if (next->active && (o64 & 1) == 0) {   // a cache line holds two spans of a row
             packed_k_prefetch(next, o64);
         }
@@ -460,7 +464,7 @@ static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uin
 // y[j] += dh*(d[j]*t[j] - dmin[j]*m[j])
 static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t, const int32_t * m, float * y) {
     const __m256 vdh = _mm256_set1_ps(dh);
-    for (int64_t j = 0; j < c->n; j += 8) {
+    for (int64_t j = c->s0*64; j < c->s1*64; j += 8) {
         const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (c->d + j))), vdh);
         __m256 r = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *) (t + j))), _mm256_loadu_ps(y + j));
         if (c->dmin) {
@@ -488,7 +492,7 @@ static inline int packed_k_quant(const packed_k_col * c, int i, int64_t j) {
 static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
                            int32_t * t, int32_t * m, bool first, const packed_k_next * next) {
     GGML_UNUSED(next);
-    for (int64_t j = 0; j < c->n; j++) {
+    for (int64_t j = c->s0*64; j < c->s1*64; j++) {
         int32_t s = 0;
         for (int i = 0; i < c->group; i++) {
             if (active >> i & 1) {
@@ -507,7 +511,7 @@ static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uin
 }
 
 static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t, const int32_t * m, float * y) {
-    for (int64_t j = 0; j < c->n; j++) {
+    for (int64_t j = c->s0*64; j < c->s1*64; j++) {
         float r = GGML_CPU_FP16_TO_FP32(c->d[j]) * (float) t[j];
         if (c->dmin) {
             r -= GGML_CPU_FP16_TO_FP32(c->dmin[j]) * (float) m[j];
@@ -520,10 +524,10 @@ static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t,
 
 // y[0, n) += the contribution of one K-quant column (256 inputs) to all n outputs; `scratch`
 // holds 2*n int32. `next` is the first group the caller reads after this column (or none).
-static void packed_column_k(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_K * hb,
-                            float * y, int32_t * scratch, const packed_k_next * after) {
+static void packed_column_k(enum ggml_type type, const uint8_t * col, int64_t n, int64_t s0, int64_t s1,
+                            const block_q8_K * hb, float * y, int32_t * scratch, const packed_k_next * after) {
     packed_k_next cur;
-    packed_k_col_of(type, col, n, &cur.c);
+    packed_k_col_of(type, col, n, s0, s1, &cur.c);
     const int n_groups = QK_K / cur.c.group;
     uint32_t active[QK_K/16];
     for (int g = 0; g < n_groups; g++) {
@@ -554,9 +558,10 @@ static void packed_column_k(enum ggml_type type, const uint8_t * col, int64_t n,
 }
 
 // the first active group of a column, for packed_column_k's `after`
-static packed_k_next packed_k_first(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_K * hb) {
+static packed_k_next packed_k_first(enum ggml_type type, const uint8_t * col, int64_t n, int64_t s0, int64_t s1,
+                                    const block_q8_K * hb) {
     packed_k_next next;
-    packed_k_col_of(type, col, n, &next.c);
+    packed_k_col_of(type, col, n, s0, s1, &next.c);
     next.g = 0;
     next.active = 0;
     for (int g = 0; g < QK_K / next.c.group; g++) {
@@ -620,6 +625,45 @@ void ggml_sparse_axpy_packed(const struct ggml_compute_params * params, struct g
     void        * acc     = (char *) part + GGML_PAD((size_t) (n * m) * sizeof(float), PACKED_LINE);
     const ggml_from_float_t to_q8 = ggml_get_type_traits_cpu(h_type)->from_float;
 
+    if (col_in == QK_K) {
+        // K-quants: threads split the outputs (spans of 64), each reading its part of every active
+        // row for all columns into dst directly, after h is quantized by all threads together
+        const int64_t n_blk = n_cols * m;
+        for (int64_t b = (n_blk * ith) / nth; b < (n_blk * (ith + 1)) / nth; b++) {
+            const int64_t t = b / n_cols, c = b % n_cols;
+            to_q8((const float *) ((const char *) h->data + t*h->nb[1]) + c*col_in,
+                  (char *) params->wdata + t*hq_row + c*hq_blk, col_in);
+        }
+        ggml_barrier(params->threadpool);
+        const int64_t s0 = ((n / 64) * ith) / nth;
+        const int64_t s1 = ((n / 64) * (ith + 1)) / nth;
+        for (int64_t t = 0; t < m; t++) {
+            memset((char *) dst->data + t*dst->nb[1] + s0*64*sizeof(float), 0, (size_t) (s1 - s0)*64*sizeof(float));
+        }
+        if (s1 == s0) {
+            return;
+        }
+        for (int64_t c = 0; c < n_cols; c++) {
+            const uint8_t * col = (const uint8_t *) wt->data + c*wt->nb[1];
+            for (int64_t t = 0; t < m; t++) {
+                const char       * hq = (const char *) params->wdata + t*hq_row;
+                const block_q8_K * hb = (const block_q8_K *) (hq + c*hq_blk);
+                if (!packed_k_any(hb)) {
+                    continue;   // neither scales nor quants are read
+                }
+                // what is read next: this column for the next token, or the next column
+                packed_k_next after = { .active = 0 };
+                if (t + 1 < m) {
+                    after = packed_k_first(type, col, n, s0, s1, (const block_q8_K *) (hq + hq_row + c*hq_blk));
+                } else if (c + 1 < n_cols) {
+                    after = packed_k_first(type, col + wt->nb[1], n, s0, s1, (const block_q8_K *) ((const char *) params->wdata + (c + 1)*hq_blk));
+                }
+                packed_column_k(type, col, n, s0, s1, hb, (float *) ((char *) dst->data + t*dst->nb[1]), (int32_t *) acc, &after);
+            }
+        }
+        return;
+    }
+
     memset(part, 0, (size_t) (n * m) * sizeof(float));
     for (int64_t t = 0; t < m && c1 > c0; t++) {
         const float * hv = (const float *) ((const char *) h->data + t*h->nb[1]);
@@ -630,20 +674,6 @@ void ggml_sparse_axpy_packed(const struct ggml_compute_params * params, struct g
         const uint8_t * col = (const uint8_t *) wt->data + c*wt->nb[1];
         for (int64_t t = 0; t < m; t++) {
             const char * hq = (const char *) params->wdata + t*hq_row;
-            if (col_in == QK_K) {
-                const block_q8_K * hb = (const block_q8_K *) (hq + c*hq_blk);
-                if (packed_k_any(hb)) {   // else neither scales nor quants are read
-                    // what is read next: this column for the next token, or the next column
-                    packed_k_next after = { .active = 0 };
-                    if (t + 1 < m) {
-                        after = packed_k_first(type, col, n, (const block_q8_K *) (hq + hq_row + c*hq_blk));
-                    } else if (c + 1 < c1) {
-                        after = packed_k_first(type, col + wt->nb[1], n, (const block_q8_K *) ((const char *) params->wdata + (c + 1)*hq_blk));
-                    }
-                    packed_column_k(type, col, n, hb, part + t*n, (int32_t *) acc, &after);
-                }
-                continue;
-            }
             const block_q8_0 * hb = (const block_q8_0 *) (hq + c*hq_blk);
             const uint32_t active = packed_active_inputs(hb);
             if (active == 0) {

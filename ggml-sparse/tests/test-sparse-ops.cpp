@@ -424,18 +424,19 @@ static int bench_nm(const char * type_name, int64_t k, int64_t rows, int reps, i
     return 0;
 }
 
-// `test-sparse-ops bench-packed TYPE K N SPARSITY [REPS] [THREADS] [TOKENS]`: TOKENS tokens
-// through a stack of K x N weights larger than the caches (as a model's layers are), dense
-// ggml_mul_mat on the weights against ggml_axpy_sparse_packed on their packed copies with
-// inputs at SPARSITY, alternated; medians, and the bytes each reads per second.
-static int bench_packed(const char * type_name, int64_t k, int64_t n, float sparsity, int reps, int threads, int64_t tokens) {
+// `test-sparse-ops bench-packed|bench-rows TYPE K N SPARSITY [REPS] [THREADS] [TOKENS]`: TOKENS
+// tokens through a stack of K x N weights larger than the caches (as a model's layers are),
+// dense ggml_mul_mat on the weights against ggml_axpy_sparse_packed on their packed copies with
+// inputs at SPARSITY (or ggml_mul_mat_rows with that share of rows skipped), alternated; medians,
+// and the bytes each reads per second.
+static int bench_packed(const char * type_name, int64_t k, int64_t n, float sparsity, int reps, int threads, int64_t tokens, bool rows) {
     ggml_type type = GGML_TYPE_COUNT;
     for (int t = 0; t < GGML_TYPE_COUNT; t++) {
         if (ggml_get_type_traits((ggml_type) t)->type_name && std::string(type_name) == ggml_type_name((ggml_type) t)) {
             type = (ggml_type) t;
         }
     }
-    if (type == GGML_TYPE_COUNT || ggml_sparse_packed_column_size(type, n) == 0 || k % ggml_sparse_packed_column_inputs(type) != 0) {
+    if (type == GGML_TYPE_COUNT || (!rows && (ggml_sparse_packed_column_size(type, n) == 0 || k % ggml_sparse_packed_column_inputs(type) != 0))) {
         std::printf("cannot pack %s %lld x %lld\n", type_name, (long long) k, (long long) n);
         return 2;
     }
@@ -445,17 +446,25 @@ static int bench_packed(const char * type_name, int64_t k, int64_t n, float spar
     ggml_init_params p = { (size_t) layers * 2 * w_bytes + (size_t) k * tokens * 8 + n * tokens * 8 * layers + (256u << 20), nullptr, false };
     ggml_context * ctx = ggml_init(p);
     ggml_tensor * h = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, tokens);
-    const auto hv = random_mask(rng, k * tokens, sparsity);
+    const auto hv = random_mask(rng, k * tokens, rows ? 0.0f : sparsity);
     memcpy(h->data, hv.data(), hv.size() * sizeof(float));
+    // rows: the mask of output rows the row-skipping product computes
+    ggml_tensor * mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n, tokens);
+    const auto mv = random_mask(rng, n * tokens, sparsity);
+    memcpy(mask->data, mv.data(), mv.size() * sizeof(float));
     const auto wf = random_vec(rng, k * n, 0.1f);
     ggml_cgraph * gd = ggml_new_graph(ctx);
     ggml_cgraph * gs = ggml_new_graph(ctx);
     for (int l = 0; l < layers; l++) {
         ggml_tensor * w  = ggml_new_tensor_2d(ctx, type, k, n);
         fill_weight(w, wf);
+        ggml_build_forward_expand(gd, ggml_mul_mat(ctx, w, h));
+        if (rows) {
+            ggml_build_forward_expand(gs, ggml_mul_mat_rows(ctx, w, h, mask));
+            continue;
+        }
         ggml_tensor * wp = ggml_new_tensor_2d(ctx, GGML_TYPE_I8, (int64_t) ggml_sparse_packed_column_size(type, n), k / ggml_sparse_packed_column_inputs(type));
         ggml_sparse_pack_transposed(type, w->data, k, n, wp->data);
-        ggml_build_forward_expand(gd, ggml_mul_mat(ctx, w, h));
         ggml_build_forward_expand(gs, ggml_axpy_sparse_packed(ctx, wp, h, type));
     }
     // one work buffer per graph, planned once (compute_with_ctx would take it from ctx per call)
@@ -477,9 +486,9 @@ static int bench_packed(const char * type_name, int64_t k, int64_t n, float spar
     std::sort(td.begin(), td.end());
     std::sort(ts.begin(), ts.end());
     const double md = td[td.size() / 2], ms = ts[ts.size() / 2];
-    const double packed_bytes = (double) ggml_sparse_packed_column_size(type, n) * (double) (k / ggml_sparse_packed_column_inputs(type));
-    std::printf("%s k=%lld n=%lld tokens=%lld sparsity=%.2f threads=%d layers=%d reps=%d: dense %.1f us (%.1f GB/s), "
-                "packed %.1f us (%.1f GB/s of the active share), dense/packed %.2fx (bound %.2fx)\n",
+    const double packed_bytes = rows ? (double) w_bytes : (double) ggml_sparse_packed_column_size(type, n) * (double) (k / ggml_sparse_packed_column_inputs(type));
+    std::printf("%s %s k=%lld n=%lld tokens=%lld sparsity=%.2f threads=%d layers=%d reps=%d: dense %.1f us (%.1f GB/s), "
+                "sparse %.1f us (%.1f GB/s of the active share), dense/sparse %.2fx (bound %.2fx)\n", rows ? "rows" : "packed",
                 ggml_type_name(type), (long long) k, (long long) n, (long long) tokens, sparsity, threads, layers, reps,
                 md, w_bytes / md / 1e3, ms, (1.0 - sparsity) * packed_bytes / ms / 1e3, md / ms,
                 w_bytes / ((1.0 - sparsity) * packed_bytes));
@@ -488,10 +497,10 @@ static int bench_packed(const char * type_name, int64_t k, int64_t n, float spar
 }
 
 int main(int argc, char ** argv) {
-    if (argc >= 6 && std::string(argv[1]) == "bench-packed") {
+    if (argc >= 6 && (std::string(argv[1]) == "bench-packed" || std::string(argv[1]) == "bench-rows")) {
         return bench_packed(argv[2], std::atoll(argv[3]), std::atoll(argv[4]), (float) std::atof(argv[5]),
                             argc > 6 ? std::atoi(argv[6]) : 11, argc > 7 ? std::atoi(argv[7]) : 2,
-                            argc > 8 ? std::atoll(argv[8]) : 1);
+                            argc > 8 ? std::atoll(argv[8]) : 1, std::string(argv[1]) == "bench-rows");
     }
     if (argc >= 5 && std::string(argv[1]) == "bench-nm") {
         return bench_nm(argv[2], std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 ? std::atoi(argv[5]) : 21,
