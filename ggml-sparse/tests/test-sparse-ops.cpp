@@ -446,7 +446,21 @@ static int bench_packed(const char * type_name, int64_t k, int64_t n, float spar
     ggml_init_params p = { (size_t) layers * 2 * w_bytes + (size_t) k * tokens * 8 + n * tokens * 8 * layers + (256u << 20), nullptr, false };
     ggml_context * ctx = ggml_init(p);
     ggml_tensor * h = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, tokens);
-    const auto hv = random_mask(rng, k * tokens, rows ? 0.0f : sparsity);
+    auto hv = random_mask(rng, k * tokens, rows ? 0.0f : sparsity);
+    // BENCH_SKEW=random|sorted: inputs active with per-channel rates spread over (0, 1) around
+    // SPARSITY (as calibrated thresholds make them), in random order or sorted by rate
+    if (const char * skew = getenv("BENCH_SKEW"); skew && !rows) {
+        std::vector<float> rate(k);
+        std::uniform_real_distribution<float> u(0.0f, 1.0f);
+        for (auto & r : rate) r = std::pow(u(rng), sparsity / (1.0f - sparsity + 1e-6f));   // mean 1 - sparsity
+        if (std::string(skew) == "sorted") std::sort(rate.begin(), rate.end());
+        std::normal_distribution<float> d(0.0f, 1.0f);
+        for (int64_t t = 0; t < tokens; t++) {
+            for (int64_t i = 0; i < k; i++) {
+                hv[t*k + i] = u(rng) < rate[i] ? d(rng) + 1e-3f : 0.0f;
+            }
+        }
+    }
     memcpy(h->data, hv.data(), hv.size() * sizeof(float));
     // rows: the mask of output rows the row-skipping product computes
     ggml_tensor * mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n, tokens);
