@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
         "output. Flags override the fields of --recipe.")
     p.add_argument("model", nargs="?", help="GGUF file (any quant type), Hugging Face folder, known model "
                    "name or 'default'; optional with a --recipe that names one")
-    p.add_argument("-o", "--output", required=True, help="the GGUF to write")
+    p.add_argument("-o", "--output", required=True, help="the GGUF to write (whole or not at all: a run killed "
+                   "at any moment leaves none; see docs/convert.md, \"Interruptions\")")
     p.add_argument("--recipe", help="a recipe in convert/ by name (e.g. smollm2-135m-chess) or a .toml file")
     groups: dict[str | None, argparse._ActionsContainer] = {None: p}
     for name, flag, kind, help_, group in recipes.flags():

@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
         "FFN's intermediate activations whose factor rises in sine-shaped stages (the recipe's 'stages'), then "
         "export with FATReLU (--fatrelu) as a GGUF in the source's weight types, with the sparse FFN's tensors. "
         "Checkpoints go to OUTPUT.ckpt every --save-every steps; running the same command again resumes there "
-        "(after the last step it only exports, so another --fatrelu needs no training). Trains on CUDA when "
+        "(after the last step it only exports, so another --fatrelu needs no training), also after a kill at any "
+        "moment, and ends with the same bytes as an uninterrupted run; OUTPUT is written last, whole. Trains on CUDA when "
         "torch finds a GPU, else on the CPU. See docs/prosparse.md.")
     p.add_argument("model", nargs="?", help="a GGUF file or a known model's name; optional with a --recipe that names one")
     p.add_argument("-o", "--output", required=True, help="the GGUF to write")

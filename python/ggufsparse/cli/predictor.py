@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
         "trained on calibration text to guess those channels from the FFN's input, so decode computes only the "
         "predicted gate rows. A channel predicted off is dropped: the predictor's only error, set by --recall "
         "(the share of active channels it must keep, per layer, on held-out calibration windows). "
-        "See docs/predictor.md.")
+        "Each trained layer is checkpointed to OUTPUT.ckpt (a folder, removed once OUTPUT is written); running "
+        "the same command again after an interruption resumes at the first unfinished layer and writes the same "
+        "file as an uninterrupted run. See docs/predictor.md.")
     p.add_argument("model", help="a GGUF converted with an FFN method (it carries ffn_gate_thr)")
     p.add_argument("-o", "--output", required=True, help="the GGUF to write")
     p.add_argument("--rank", type=int, default=128, help="inner size of each predictor (default 128)")
@@ -34,6 +36,7 @@ def add_parser(sub) -> None:
                    help="synthetic models only: random predictors that turn on SHARE of the gate rows, for speed "
                    "measurements (they predict nothing; label any figure as synthetic)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--json", action="store_true", help="print a summary as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                              weight_type=args.pred_type, seed=args.seed)
     result = add_predictors(resolve(args.model), Path(args.output), recipe, random_share=args.random,
                             calib_file=Path(args.calib) if args.calib else None, force=args.force,
-                            progress=not (args.quiet or args.json))
+                            restart=args.restart, progress=not (args.quiet or args.json))
     summary = result.summary()
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -6,8 +6,13 @@ The writer knows nothing about sparsity methods: it takes finished arrays and ke
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,11 +74,11 @@ def _copy_keys(reader, writer, skip: set[str]) -> None:
 
 
 def check_writable(dst: Path, force: bool = False) -> None:
-    """Fail before any work if dst cannot be written: one-line UserErrors naming it."""
+    """Fail before any work if dst cannot be written: one-line UserErrors naming it. Removes what a
+    killed run left beside dst (remove_leftovers)."""
+    dst = Path(dst)
     if dst.is_dir():
         raise UserError(f"{dst}: is a folder; give a file name")
-    if dst.exists() and not force:
-        raise UserError(f"{dst}: exists; pass --force to replace it")
     if not dst.parent.is_dir():
         raise UserError(f"{dst}: folder {dst.parent} does not exist")
     try:  # os.access says yes to root even on read-only file systems: try it
@@ -81,16 +86,109 @@ def check_writable(dst: Path, force: bool = False) -> None:
             pass
     except OSError as exc:
         raise UserError(f"{dst}: cannot write in {dst.parent} ({exc.strerror or exc})") from None
+    remove_leftovers(dst)
+    if dst.exists() and not force:
+        raise UserError(f"{dst}: exists; pass --force to replace it")
+
+
+# Temporaries beside an output: hidden `.NAME.<random>.tmp` files (and scratch folders), never
+# taken for the output. A writer holds an flock on its own for as long as it writes; a killed
+# writer's lock goes with its process, which is how the next run tells a leftover from a live one.
+
+def _plain_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def temp_beside(dst: Path) -> Path:
-    """A new empty file next to dst, to be renamed onto it; permissions as a plain new file."""
+    """A new empty file next to dst, to be renamed onto it; permissions as a plain new file.
+    Unlocked and not synced: `replacing` is the atomic write."""
     fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
+    os.chmod(name, _plain_file_mode())
     return Path(name)
+
+
+def remove_leftovers(dst: Path) -> list[Path]:
+    """Remove the temporaries beside dst that a killed run left (files and scratch folders named
+    `.NAME.*.tmp`); a live writer's are locked and stay. Returns what was removed."""
+    dst = Path(dst)
+    removed = []
+    for p in sorted(dst.parent.glob(f".{glob.escape(dst.name)}.*.tmp")):
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone meanwhile, a link, or not ours to open
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # its writer is alive
+        try:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+        except OSError:
+            pass  # not ours to remove: it stays hidden
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in folder durable; best effort (some file systems refuse a folder's fsync)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def replacing(dst: Path) -> Iterator[Path]:
+    """A new temporary file beside dst for the block to write (by its name); when the block ends,
+    the file is flushed to disk (fsync) and renamed onto dst, so dst is the old file or the new one
+    whole, never a part, even if the process is killed. On an error the temporary file is removed;
+    a killed run's is removed by the next write of dst or check_writable (remove_leftovers)."""
+    dst = Path(dst)
+    remove_leftovers(dst)
+    fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    tmp = Path(name)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.fchmod(fd, _plain_file_mode())
+        yield tmp
+        synced = os.open(tmp, os.O_RDONLY)  # by name: the writer may have made a new file there
+        try:
+            os.fsync(synced)
+        finally:
+            os.close(synced)
+        os.replace(tmp, dst)
+        _fsync_dir(dst.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def scratch_beside(dst: Path) -> Iterator[Path]:
+    """A new folder beside dst for intermediate files, removed when the block ends; a killed run's
+    is removed by the next run's remove_leftovers(dst)."""
+    dst = Path(dst)
+    folder = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
 
 
 def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[ExtraTensor],
@@ -123,35 +221,27 @@ def write_with_extras(src: Path, dst: Path, keys: list[ExtraKey], tensors: list[
     parts += [(t.name, t.data, t.ggml_type) for t in tensors]
 
     try:
-        tmp = temp_beside(dst)
+        with replacing(dst) as tmp:
+            writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
+            alignment = reader.fields.get(gguf.Keys.General.ALIGNMENT)
+            if alignment is not None:
+                writer.data_alignment = alignment.contents()
+            _copy_keys(reader, writer, skip={k.key for k in keys})
+            for k in keys:
+                writer.add_key_value(k.key, k.value, k.vtype, sub_type=k.sub_type)
+            for name, data, ggml_type in parts:
+                writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes, ggml_type)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            total = sum(data.nbytes for _, data, _ in parts)
+            with tqdm(total=total, unit="B", unit_scale=True, desc="writing", disable=not progress) as bar:
+                for _, data, _ in parts:
+                    writer.write_tensor_data(data, tensor_endianess=reader.endianess)
+                    bar.update(data.nbytes)
+            writer.close()
     except OSError as exc:
-        raise UserError(f"{dst}: cannot write in {dst.parent} ({exc.strerror or exc})") from None
-    try:
-        writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
-        alignment = reader.fields.get(gguf.Keys.General.ALIGNMENT)
-        if alignment is not None:
-            writer.data_alignment = alignment.contents()
-        _copy_keys(reader, writer, skip={k.key for k in keys})
-        for k in keys:
-            writer.add_key_value(k.key, k.value, k.vtype, sub_type=k.sub_type)
-        for name, data, ggml_type in parts:
-            writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes, ggml_type)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        total = sum(data.nbytes for _, data, _ in parts)
-        with tqdm(total=total, unit="B", unit_scale=True, desc="writing", disable=not progress) as bar:
-            for _, data, _ in parts:
-                writer.write_tensor_data(data, tensor_endianess=reader.endianess)
-                bar.update(data.nbytes)
-        writer.close()
-        tmp.replace(dst)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise UserError(f"{dst}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def dequantize_rows(data: np.ndarray, qtype, rows_per_chunk: int = 2048) -> np.ndarray:
@@ -169,17 +259,12 @@ def dequantize_rows(data: np.ndarray, qtype, rows_per_chunk: int = 2048) -> np.n
 
 
 def write_atomic(dst: Path, data: str | bytes) -> None:
-    """dst gets data whole or not at all (temporary file beside it, renamed; removed on any error,
-    Ctrl-C included)."""
-    tmp = temp_beside(dst)
-    try:
+    """dst gets data whole or not at all, even if the process is killed (`replacing`)."""
+    with replacing(dst) as tmp:
         if isinstance(data, str):
             tmp.write_text(data, encoding="utf-8")
         else:
             tmp.write_bytes(data)
-        tmp.replace(dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def check_gguf(path: Path) -> None:

@@ -6,7 +6,6 @@ transpose.py makes the runtime's transposed weights and gguf_io.py writes the fi
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import gguf
@@ -20,7 +19,14 @@ from ggufsparse.calib.stats import KeepFFNInputs, LayerStats, layer_collectors
 from ggufsparse.calib.text import default_calibration_file
 from ggufsparse.errors import UserError
 from ggufsparse.format import layout
-from ggufsparse.format.gguf_io import ExtraKey, ExtraTensor, check_writable, open_reader, write_with_extras
+from ggufsparse.format.gguf_io import (
+    ExtraKey,
+    ExtraTensor,
+    check_writable,
+    open_reader,
+    scratch_beside,
+    write_with_extras,
+)
 from ggufsparse.format.transpose import transposed
 from ggufsparse.methods import ACTIVATION_METHODS, attention, cats, chess, teal
 from ggufsparse.methods.down_cut import down_input_threshold
@@ -198,7 +204,7 @@ def convert(model: Path, out: Path, recipe: Recipe, *, force: bool = False, prog
         raise UserError(f"{model}: --method {recipe.method} is for checkpoints whose config declares ReLU or FATReLU "
                         "(make one with: ggufsparse finetune)" if act is None else
                         f"{model}: a {act.kind} checkpoint; convert it with --method prosparse")
-    with tempfile.TemporaryDirectory(prefix=".ggufsparse-", dir=out.parent) as scratch:
+    with scratch_beside(out) as scratch:
         if is_hf_dir(model):
             source = hf_to_gguf(model, Path(scratch) / "model.gguf", outtype, quantize)
         elif model.is_dir():

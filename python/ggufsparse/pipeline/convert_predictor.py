@@ -27,6 +27,7 @@ from ggufsparse.methods.predictor import (
     train_layer,
 )
 from ggufsparse.models.tokenizer import gguf_tokenizer
+from ggufsparse.pipeline.predictor_checkpoint import Checkpoint, checkpoint_path, discard, settings
 from ggufsparse.pipeline.results import PredictorResult
 
 
@@ -69,9 +70,12 @@ def _keys(result: PredictorResult, recipe: PredictorRecipe, calib) -> list[Extra
 
 
 def _train(model: Path, recipe: PredictorRecipe, thresholds: list[np.ndarray], calib_file: Path,
-           progress: bool) -> tuple[list[LayerPredictor], object]:
+           checkpoint: Path, restart: bool, progress: bool) -> tuple[list[LayerPredictor], object]:
+    """Each layer's predictor, trained or (a layer an earlier run finished) from the checkpoint."""
     tokenize, bos = gguf_tokenizer(model)
     calib = calib_text.load(calib_file, tokenize, bos, recipe.calib_tokens, recipe.calib_seq_len)
+    ckpt = Checkpoint(checkpoint, settings(model, recipe, calib.sha256))
+    done = ckpt.start(restart)
     n_windows = len(calib.windows)
     n_held = max(1, round(n_windows * recipe.held_out))
     if n_held >= n_windows:
@@ -81,17 +85,23 @@ def _train(model: Path, recipe: PredictorRecipe, thresholds: list[np.ndarray], c
     bar = tqdm(total=len(thresholds) * n_windows, desc="predictors", unit="win", disable=not progress)
     with bar:
         for i, data in collect_layers(model, calib.windows, thresholds, bar.update):
+            if i in done:  # the forward pass still runs: the next layer's inputs come through it
+                layers.append(done[i])
+                continue
             bar.set_postfix_str(f"training layer {i}")
             layers.append(train_layer(data.x, data.active, n_train, recipe, seed=recipe.seed * 1000 + i))
             p = layers[-1]
+            ckpt.save(i, p)
             bar.set_postfix_str(f"layer {i}: recall {p.recall:.3f}, {p.predicted:.2f} of rows on")
     return layers, calib
 
 
 def add_predictors(model: Path, out: Path, recipe: PredictorRecipe, *, random_share: float | None = None,
-                   calib_file: Path | None = None, force: bool = False, progress: bool = True) -> PredictorResult:
+                   calib_file: Path | None = None, force: bool = False, restart: bool = False,
+                   progress: bool = True) -> PredictorResult:
     """Train (or, with random_share, draw at random for a synthetic model) a predictor per layer
-    and write model + predictors to out."""
+    and write model + predictors to out. Training checkpoints each layer to out.ckpt (a folder,
+    removed once out is written); a run of the same settings resumes there unless restart."""
     recipe.check()
     model, out = Path(model), Path(out)
     check_writable(out, force)
@@ -114,9 +124,11 @@ def add_predictors(model: Path, out: Path, recipe: PredictorRecipe, *, random_sh
         kind = "random"
     else:
         calib_file = Path(calib_file) if calib_file else default_calibration_file()
-        layers, calib = _train(model, recipe, thresholds, calib_file, progress)
+        layers, calib = _train(model, recipe, thresholds, calib_file, checkpoint_path(out), restart, progress)
         kind = "trained"
     result = PredictorResult(out, kind, recipe.rank, layers, calib.n_tokens if calib is not None else 0)
     write_with_extras(model, out, _keys(result, recipe, calib), _extras(layers, recipe.weight_type),
                       force=force, progress=progress)
+    if calib is not None:
+        discard(checkpoint_path(out))
     return result

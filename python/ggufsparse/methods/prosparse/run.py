@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ggufsparse.errors import UserError
 from ggufsparse.format import layout
-from ggufsparse.format.gguf_io import ExtraKey, check_writable, write_atomic
+from ggufsparse.format.gguf_io import ExtraKey, check_writable, remove_leftovers, write_atomic
 from ggufsparse.methods.prosparse import data, export
 from ggufsparse.methods.prosparse.recipe import FinetuneRecipe
 from ggufsparse.methods.prosparse.train import TrainResult, evaluate, train, trainable
@@ -46,6 +46,7 @@ def finetune(source: Path, out: Path, recipe: FinetuneRecipe, *, checkpoint: Pat
     export.output_type(0, outtype)  # a bad --outtype fails before any work
     check_writable(out, force)
     checkpoint = checkpoint or checkpoint_path(out)
+    remove_leftovers(checkpoint)  # a killed run's half-written checkpoint; the last whole one stays
     t0 = time.time()
     tm = GGUFTorchModel(source, "float32")
     if tm.activation is not None:
@@ -79,7 +80,8 @@ def finetune(source: Path, out: Path, recipe: FinetuneRecipe, *, checkpoint: Pat
         ExtraKey(layout.Keys.FINETUNE_SHA256, text.sha256, V.STRING),
     ]
     names = {n for n, _ in trainable(tm.model)}
-    export.write(tm, out, act, names, keys, force=force, progress=progress, outtype=outtype)
+    # the GGUF last: its presence says the run is done (a run killed before it exports again)
     history = [{**asdict(h), "ppl": h.ppl} for h in result.history]
     write_atomic(out.with_name(out.name + ".history.json"), json.dumps(history, indent=1))
+    export.write(tm, out, act, names, keys, force=force, progress=progress, outtype=outtype)
     return FinetuneResult(out, checkpoint, result, act, time.time() - t0, device, export_sparsity)

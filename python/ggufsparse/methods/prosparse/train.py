@@ -126,16 +126,13 @@ def opt_state_to(opt, device) -> None:
 
 
 def _save(path: Path, state: dict) -> None:
+    """Whole or not at all: a run killed while saving leaves the previous checkpoint."""
     import torch
 
-    from ggufsparse.format.gguf_io import temp_beside
+    from ggufsparse.format.gguf_io import replacing
 
-    tmp = temp_beside(path)
-    try:
+    with replacing(path) as tmp:
         torch.save(state, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _load_checkpoint(path: Path, recipe: FinetuneRecipe) -> dict:
@@ -206,6 +203,8 @@ def train(model, layers, train_windows: np.ndarray, eval_windows: np.ndarray, re
                 p.copy_(state["model"][n])
         opt.load_state_dict(state["optim"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         opt_state_to(opt, device)
         start, history = state["step"], [StagePoint(**h) for h in state["history"]]
         log(f"resuming from {checkpoint} at step {start} of {recipe.steps}")
@@ -220,7 +219,9 @@ def train(model, layers, train_windows: np.ndarray, eval_windows: np.ndarray, re
     def save(step: int) -> None:
         _save(checkpoint, {"format": CHECKPOINT_FORMAT, "recipe": recipe.training_fields(), "step": step,
                            "model": {n: p.detach().clone() for n, p in params}, "optim": opt.state_dict(),
-                           "torch_rng": torch.get_rng_state(), "history": [vars(h) for h in history]})
+                           "torch_rng": torch.get_rng_state(),
+                           "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                           "history": [vars(h) for h in history]})
 
     if start == 0 and not history:
         history.append(point(0))
