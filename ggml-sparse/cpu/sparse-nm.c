@@ -7,11 +7,14 @@
 // each, little-endian along the row). Per token the input is gathered by the permutation once;
 // per row the inputs of the kept positions are gathered into a K*N/M vector, converted to the
 // type's vec_dot_type and multiplied by the type's own dot product. Rows are split across threads.
+// 2:4 rows have faster paths (F32/F16 fused gather-and-dot, Q8_0/Q4_0 in int8) in AVX2 and in
+// NEON on 64-bit ARM, and so has the 2:4 expansion (SSSE3, NEON).
 
 #define GGML_COMMON_DECL_C
 #include "ggml-common.h"
 
 #include "sparse-nm.h"
+#include "sparse-ops.h"
 
 #include "ggml-cpu.h"
 #include "ggml-cpu-impl.h"
@@ -26,20 +29,67 @@
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
+#define NM_AVX2 1
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#define NM_NEON 1
+#endif
 
-// 2:4 with 2-bit positions: one index byte holds the positions of 4 kept values (two groups of
-// 4 inputs). NM_PERM_2_4[b] is the lane permutation that brings them to lanes 0-3 of the group
-// pair's 8 inputs: lane q <- 4*(q/2) + ((b >> 2q) & 3). A constant table, built by the preprocessor.
-#define NM_P1(b)   { ((b) >> 0) & 3, ((b) >> 2) & 3, 4 + (((b) >> 4) & 3), 4 + (((b) >> 6) & 3), 0, 0, 0, 0 }
+// 2:4 with 2-bit positions: one index byte b holds the positions of 4 kept values (two groups of
+// 4 inputs); kept value q (0-3) is input 4*(q/2) + ((b >> 2q) & 3) of the group pair's 8 inputs.
+// Constant tables of these, built by the preprocessor.
+#define NM_Q(b, q) (4*((q)/2) + (((b) >> (2*(q))) & 3))
+
+#if defined(NM_AVX2) || defined(NM_NEON)
+// NM_POS_2_4[b]: the four inputs as the bytes of a word (byte q = kept value q)
+#define NM_W1(b)   ((uint32_t) NM_Q(b, 0) | (uint32_t) NM_Q(b, 1) << 8 | (uint32_t) NM_Q(b, 2) << 16 | (uint32_t) NM_Q(b, 3) << 24)
+#define NM_W4(b)   NM_W1(b), NM_W1((b) + 1), NM_W1((b) + 2), NM_W1((b) + 3)
+#define NM_W16(b)  NM_W4(b), NM_W4((b) + 4), NM_W4((b) + 8), NM_W4((b) + 12)
+#define NM_W64(b)  NM_W16(b), NM_W16((b) + 16), NM_W16((b) + 32), NM_W16((b) + 48)
+static const uint32_t NM_POS_2_4[256] = {
+    NM_W64(0), NM_W64(64), NM_W64(128), NM_W64(192)
+};
+
+// the byte-shuffle control that picks the 8 kept int8 inputs of index bytes b0, b1 (16 inputs):
+// byte q is the input of kept value q. It is what BMI2's pdep makes of the index bits plus the
+// groups' offsets, from a table instead: pdep is microcoded on AMD Zen 1/2 and MSVC never
+// defines __BMI2__, so the portable x86-64-v3 build does not depend on it.
+static inline uint64_t nm_ctl8_2_4(uint8_t b0, uint8_t b1) {
+    return (uint64_t) NM_POS_2_4[b0] | (uint64_t) (NM_POS_2_4[b1] + 0x08080808u) << 32;
+}
+#endif
+
+static inline float nm_x_2_4(const float * xp, const uint8_t * idx, int64_t j) {
+    return xp[(j / 2) * 4 + ((idx[j >> 2] >> (2 * (j & 3))) & 3)];
+}
+
+// The gather's work per weight byte keeps fewer loads in flight than a dense dot product does, so
+// from memory (not cache) the weights would arrive slower than the memory delivers them: fetch
+// them, and the index, ahead (past a row's end is the next row's start)
+static inline void nm_prefetch(const void * w, const uint8_t * idx) {
+#if defined(__GNUC__)
+    __builtin_prefetch((const char *) w + 1024, 0, 3);
+    __builtin_prefetch((const char *) idx + 128, 0, 3);
+#elif defined(NM_AVX2)
+    _mm_prefetch((const char *) w + 1024, _MM_HINT_T0);
+    _mm_prefetch((const char *) idx + 128, _MM_HINT_T0);
+#else
+    (void) w; (void) idx;
+#endif
+}
+
+#ifdef NM_AVX2
+// NM_PERM_2_4[b]: the lane permutation that brings the kept inputs to lanes 0-3 of the group
+// pair's 8 inputs
+#define NM_P1(b)   { NM_Q(b, 0), NM_Q(b, 1), NM_Q(b, 2), NM_Q(b, 3), 0, 0, 0, 0 }
 #define NM_P4(b)   NM_P1(b), NM_P1((b) + 1), NM_P1((b) + 2), NM_P1((b) + 3)
 #define NM_P16(b)  NM_P4(b), NM_P4((b) + 4), NM_P4((b) + 8), NM_P4((b) + 12)
 #define NM_P64(b)  NM_P16(b), NM_P16((b) + 16), NM_P16((b) + 32), NM_P16((b) + 48)
-static const int32_t NM_PERM_2_4[256][8] __attribute__((aligned(32))) = {
+static const int32_t NM_PERM_2_4[256][8] = {
     NM_P64(0), NM_P64(64), NM_P64(128), NM_P64(192)
 };
 
 static inline __m256i nm_perm_2_4(uint8_t b) {
-    return _mm256_load_si256((const __m256i *) NM_PERM_2_4[b]);
+    return _mm256_loadu_si256((const __m256i *) NM_PERM_2_4[b]);
 }
 
 // the next 8 kept inputs of a 2:4 row: kept values j..j+7 come from inputs 2j..2j+15
@@ -49,23 +99,11 @@ static inline __m256 nm_next8_2_4(const float * xp, const uint8_t * idx, int64_t
     return _mm256_permute2f128_ps(ga, gb, 0x20);
 }
 
-static inline float nm_x_2_4(const float * xp, const uint8_t * idx, int64_t j) {
-    return xp[(j / 2) * 4 + ((idx[j >> 2] >> (2 * (j & 3))) & 3)];
-}
-
 static inline float nm_hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
-}
-
-// The gather's work per weight byte keeps fewer loads in flight than a dense dot product does, so
-// from memory (not cache) the weights would arrive slower than the memory delivers them: fetch
-// them, and the index, ahead (past a row's end is the next row's start)
-static inline void nm_prefetch(const void * w, const uint8_t * idx) {
-    _mm_prefetch((const char *) w + 1024, _MM_HINT_T0);
-    _mm_prefetch((const char *) idx + 128, _MM_HINT_T0);
 }
 
 // fused gather and dot for F32 / F16 rows of a 2:4 weight: the gathered input never leaves registers
@@ -110,47 +148,13 @@ static void nm_gather_2_4(const float * xp, const uint8_t * idx, float * xg, int
         xg[j] = nm_x_2_4(xp, idx, j);
     }
 }
-#endif
 
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && defined(__BMI2__)
-#define NM_INT8_2_4 1
-
-// Q8_0 / Q4_0 rows of a 2:4 weight. The input is quantized once per token to int8 in blocks of
-// 64 inputs, so that each weight block (32 kept values, from 64 inputs) meets one input scale;
-// per block the kept int8 inputs are picked with two byte shuffles and dotted as ggml does
-// (sign trick, maddubs). No per-row float gather and no per-row requantization.
-#define NM_QBLK 64
-
-static void nm_quantize_64(const float * xp, int8_t * xq, float * xd, int64_t k) {
-    for (int64_t b = 0; b < k / NM_QBLK; b++) {
-        const float * v = xp + b*NM_QBLK;
-        float amax = 0.0f;
-        for (int i = 0; i < NM_QBLK; i++) {
-            amax = fmaxf(amax, fabsf(v[i]));
-        }
-        const float d  = amax / 127.0f;
-        const float id = d > 0.0f ? 1.0f/d : 0.0f;
-        for (int i = 0; i < NM_QBLK; i++) {
-            xq[b*NM_QBLK + i] = (int8_t) nearbyintf(v[i]*id);
-        }
-        xd[b] = d;
-    }
-}
-
-// the 32 kept int8 inputs of one weight block, in kept order. Each 16-input lane yields 8 kept
-// values; their 2-bit positions (16 bits of the index) are spread to bytes with pdep and offset
-// by their group's start, giving the lane's byte-shuffle control.
+// the 32 kept int8 inputs of one weight block (64 inputs), in kept order: each 16-input lane
+// yields 8 kept values by a byte shuffle
 static inline __m256i nm_gather_q_2_4(const int8_t * xq, const uint8_t * ib) {
-    uint64_t u;
-    memcpy(&u, ib, sizeof(u));
-    const uint64_t two_bits = 0x0303030303030303ull;
-    const uint64_t group_at = 0x0C0C080804040000ull;
-    const uint64_t m0 = _pdep_u64(u,       two_bits) + group_at;
-    const uint64_t m1 = _pdep_u64(u >> 16, two_bits) + group_at;
-    const uint64_t m2 = _pdep_u64(u >> 32, two_bits) + group_at;
-    const uint64_t m3 = _pdep_u64(u >> 48, two_bits) + group_at;
     const __m256i none = _mm256_set1_epi8((char) 0x80);
-    const __m256i ctl  = _mm256_set_epi64x((long long) m3, (long long) m1, (long long) m2, (long long) m0);
+    const __m256i ctl  = _mm256_set_epi64x((long long) nm_ctl8_2_4(ib[6], ib[7]), (long long) nm_ctl8_2_4(ib[2], ib[3]),
+                                           (long long) nm_ctl8_2_4(ib[4], ib[5]), (long long) nm_ctl8_2_4(ib[0], ib[1]));
     // inputs 0-31 fill bytes 0-7 of each lane, inputs 32-63 bytes 8-15
     const __m256i lo = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *) xq),        _mm256_unpacklo_epi64(ctl, none));
     const __m256i hi = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *) (xq + 32)), _mm256_unpackhi_epi64(none, ctl));
@@ -173,7 +177,7 @@ static float nm_dot_2_4_int8(enum ggml_type type, const void * w, const int8_t *
         for (int64_t i = 0; i < nb; i++) {
             nm_prefetch(b + i, idx + i*8);
             const __m256i qw = _mm256_loadu_si256((const __m256i *) b[i].qs);
-            acc = nm_block_dot(qw, nm_gather_q_2_4(xq + i*NM_QBLK, idx + i*8),
+            acc = nm_block_dot(qw, nm_gather_q_2_4(xq + i*64, idx + i*8),
                                GGML_CPU_FP16_TO_FP32(b[i].d) * xd[i], acc);
         }
     } else {
@@ -184,7 +188,7 @@ static float nm_dot_2_4_int8(enum ggml_type type, const void * w, const int8_t *
             const __m128i q = _mm_loadu_si128((const __m128i *) b[i].qs);
             __m256i qw = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
             qw = _mm256_sub_epi8(_mm256_and_si256(qw, low4), _mm256_set1_epi8(8));
-            acc = nm_block_dot(qw, nm_gather_q_2_4(xq + i*NM_QBLK, idx + i*8),
+            acc = nm_block_dot(qw, nm_gather_q_2_4(xq + i*64, idx + i*8),
                                GGML_CPU_FP16_TO_FP32(b[i].d) * xd[i], acc);
         }
     }
@@ -192,8 +196,138 @@ static float nm_dot_2_4_int8(enum ggml_type type, const void * w, const int8_t *
 }
 #endif
 
+#ifdef NM_NEON
+// NM_GATHER_2_4[b]: the byte-table control that picks kept values 0-3 (floats) of index byte b
+// from the group pair's 8 float inputs (32 bytes)
+#define NM_GQ(b, q)  4*NM_Q(b, q), 4*NM_Q(b, q) + 1, 4*NM_Q(b, q) + 2, 4*NM_Q(b, q) + 3
+#define NM_G1(b)     { NM_GQ(b, 0), NM_GQ(b, 1), NM_GQ(b, 2), NM_GQ(b, 3) }
+#define NM_G4(b)     NM_G1(b), NM_G1((b) + 1), NM_G1((b) + 2), NM_G1((b) + 3)
+#define NM_G16(b)    NM_G4(b), NM_G4((b) + 4), NM_G4((b) + 8), NM_G4((b) + 12)
+#define NM_G64(b)    NM_G16(b), NM_G16((b) + 16), NM_G16((b) + 32), NM_G16((b) + 48)
+static const uint8_t NM_GATHER_2_4[256][16] = {
+    NM_G64(0), NM_G64(64), NM_G64(128), NM_G64(192)
+};
+
+// kept values 4i..4i+3 of a 2:4 row, from inputs 8i..8i+7 (xp8 = xp + 8i) by index byte b
+static inline float32x4_t nm_next4_2_4(const float * xp8, uint8_t b) {
+    uint8x16x2_t tab;
+    tab.val[0] = vreinterpretq_u8_f32(vld1q_f32(xp8));
+    tab.val[1] = vreinterpretq_u8_f32(vld1q_f32(xp8 + 4));
+    return vreinterpretq_f32_u8(vqtbl2q_u8(tab, vld1q_u8(NM_GATHER_2_4[b])));
+}
+
+static inline float32x4_t nm_f16x4(const ggml_fp16_t * p) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *) p)));
+}
+
+// fused gather and dot for F32 / F16 rows of a 2:4 weight: the gathered input never leaves registers
+static float nm_dot_2_4_float(enum ggml_type type, const void * w, const float * xp, const uint8_t * idx, int64_t kn) {
+    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+    int64_t j = 0;
+    const bool f16 = type == GGML_TYPE_F16;
+    const ggml_fp16_t * wh = (const ggml_fp16_t *) w;
+    const float       * wf = (const float *) w;
+    for (; j + 8 <= kn; j += 8) {
+        nm_prefetch(f16 ? (const void *) (wh + j) : (const void *) (wf + j), idx + j/4);
+        const float32x4_t w0 = f16 ? nm_f16x4(wh + j)     : vld1q_f32(wf + j);
+        const float32x4_t w1 = f16 ? nm_f16x4(wh + j + 4) : vld1q_f32(wf + j + 4);
+        acc0 = vfmaq_f32(acc0, w0, nm_next4_2_4(xp + 2*j,     idx[j/4]));
+        acc1 = vfmaq_f32(acc1, w1, nm_next4_2_4(xp + 2*j + 8, idx[j/4 + 1]));
+    }
+    float sum = vaddvq_f32(vaddq_f32(acc0, acc1));
+    for (; j < kn; j++) {
+        sum += (f16 ? GGML_CPU_FP16_TO_FP32(wh[j]) : wf[j]) * nm_x_2_4(xp, idx, j);
+    }
+    return sum;
+}
+
+// xg[0, kn) from xp by the 2:4 positions of one row
+static void nm_gather_2_4(const float * xp, const uint8_t * idx, float * xg, int64_t kn) {
+    int64_t j = 0;
+    for (; j + 4 <= kn; j += 4) {
+        vst1q_f32(xg + j, nm_next4_2_4(xp + 2*j, idx[j/4]));
+    }
+    for (; j < kn; j++) {
+        xg[j] = nm_x_2_4(xp, idx, j);
+    }
+}
+
+// the 32 kept int8 inputs of one weight block (64 inputs), in kept order: one table lookup over
+// the 64 inputs, kept value j from input 8*(j/4) + its position in index byte j/4
+static inline void nm_gather_q_2_4(const int8_t * xq, const uint8_t * ib, int8x16_t * lo, int8x16_t * hi) {
+    uint64_t c[4];
+    for (int i = 0; i < 4; i++) {
+        c[i] = nm_ctl8_2_4(ib[2*i], ib[2*i + 1]) + 0x1010101010101010ull * (uint64_t) i;
+    }
+    int8x16x4_t x;
+    x.val[0] = vld1q_s8(xq);
+    x.val[1] = vld1q_s8(xq + 16);
+    x.val[2] = vld1q_s8(xq + 32);
+    x.val[3] = vld1q_s8(xq + 48);
+    *lo = vqtbl4q_s8(x, vcombine_u8(vcreate_u8(c[0]), vcreate_u8(c[1])));
+    *hi = vqtbl4q_s8(x, vcombine_u8(vcreate_u8(c[2]), vcreate_u8(c[3])));
+}
+
+static float nm_dot_2_4_int8(enum ggml_type type, const void * w, const int8_t * xq, const float * xd,
+                             const uint8_t * idx, int64_t kn) {
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    const int64_t nb = kn / 32;
+    const bool q8 = type == GGML_TYPE_Q8_0;
+    for (int64_t i = 0; i < nb; i++) {
+        int8x16_t w0, w1;
+        float d;
+        if (q8) {
+            const block_q8_0 * b = (const block_q8_0 *) w + i;
+            nm_prefetch(b, idx + i*8);
+            w0 = vld1q_s8(b->qs);
+            w1 = vld1q_s8(b->qs + 16);
+            d  = GGML_CPU_FP16_TO_FP32(b->d);
+        } else {
+            const block_q4_0 * b = (const block_q4_0 *) w + i;
+            nm_prefetch(b, idx + i*8);
+            const uint8x16_t q = vld1q_u8(b->qs);
+            w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F))), vdupq_n_s8(8));
+            w1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), vdupq_n_s8(8));
+            d  = GGML_CPU_FP16_TO_FP32(b->d);
+        }
+        int8x16_t x0, x1;
+        nm_gather_q_2_4(xq + i*64, idx + i*8, &x0, &x1);
+        const int32x4_t p = ggml_vdotq_s32(ggml_vdotq_s32(vdupq_n_s32(0), w0, x0), w1, x1);
+        acc = vmlaq_n_f32(acc, vcvtq_f32_s32(p), d * xd[i]);
+    }
+    return vaddvq_f32(acc);
+}
+#endif
+
+#if defined(NM_AVX2) || defined(NM_NEON)
+// F32 / F16 rows of a 2:4 weight: gather and dot in one pass. Q8_0 / Q4_0 rows: the input is
+// quantized once per token to int8 in blocks of 64 inputs, so that each weight block (32 kept
+// values, from 64 inputs) meets one input scale; per block the kept int8 inputs are picked by
+// byte shuffles and dotted in integers as ggml does. No per-row float gather and no per-row
+// requantization.
+#define NM_FLOAT_2_4 1
+#define NM_INT8_2_4 1
+#define NM_QBLK 64
+
+static void nm_quantize_64(const float * xp, int8_t * xq, float * xd, int64_t k) {
+    for (int64_t b = 0; b < k / NM_QBLK; b++) {
+        const float * v = xp + b*NM_QBLK;
+        float amax = 0.0f;
+        for (int i = 0; i < NM_QBLK; i++) {
+            amax = fmaxf(amax, fabsf(v[i]));
+        }
+        const float d  = amax / 127.0f;
+        const float id = d > 0.0f ? 1.0f/d : 0.0f;
+        for (int i = 0; i < NM_QBLK; i++) {
+            xq[b*NM_QBLK + i] = (int8_t) nearbyintf(v[i]*id);
+        }
+        xd[b] = d;
+    }
+}
+#endif
+
 static void nm_gather(const float * xp, const uint8_t * idx, float * xg, int64_t kn, int n, int m) {
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#ifdef NM_FLOAT_2_4
     if (n == 2 && m == 4) {
         nm_gather_2_4(xp, idx, xg, kn);
         return;
@@ -306,7 +440,7 @@ void ggml_compute_forward_mul_mat_nm(const struct ggml_compute_params * params, 
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t * ir = (const uint8_t *) idx->data + r*idx->nb[1];
             const char * w = (const char *) vals->data + r*vals->nb[1];
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#ifdef NM_FLOAT_2_4
             if (fused) {
                 y[r] = nm_dot_2_4_float(vals->type, w, src, ir, kn);
                 continue;
@@ -354,8 +488,36 @@ bool ggml_sparse_mul_mat_nm_supported(const struct ggml_tensor * op) {
         }                                                                               \
     } while (0)
 
+#if defined(__SSSE3__) || defined(NM_NEON)
+// 16-byte vectors: SSSE3's, or NEON's (whose byte table lookup also writes 0 for an index >= 16)
 #if defined(__SSSE3__)
 #include <immintrin.h>
+typedef __m128i nm_v16;
+#define nm_load16(p)        _mm_loadu_si128((const __m128i *) (p))
+#define nm_load8(p)         _mm_loadl_epi64((const __m128i *) (p))   // the upper 8 bytes 0
+#define nm_store16(p, v)    _mm_storeu_si128((__m128i *) (p), (v))
+#define nm_shuffle(v, m)    _mm_shuffle_epi8((v), (m))
+#define nm_pair64(lo, hi)   _mm_set_epi64x((long long) (hi), (long long) (lo))
+#define nm_set1(x)          _mm_set1_epi8((char) (x))
+#define nm_and(a, b)        _mm_and_si128((a), (b))
+#define nm_or(a, b)         _mm_or_si128((a), (b))
+#define nm_xor(a, b)        _mm_xor_si128((a), (b))
+#define nm_srl16(v, n)      _mm_srli_epi16((v), (n))
+#define nm_sll16(v, n)      _mm_slli_epi16((v), (n))
+#else
+typedef uint8x16_t nm_v16;
+#define nm_load16(p)        vld1q_u8((const uint8_t *) (p))
+#define nm_load8(p)         vcombine_u8(vld1_u8((const uint8_t *) (p)), vdup_n_u8(0))
+#define nm_store16(p, v)    vst1q_u8((uint8_t *) (p), (v))
+#define nm_shuffle(v, m)    vqtbl1q_u8((v), (m))
+#define nm_pair64(lo, hi)   vcombine_u8(vcreate_u8(lo), vcreate_u8(hi))
+#define nm_set1(x)          vdupq_n_u8((uint8_t) (x))
+#define nm_and(a, b)        vandq_u8((a), (b))
+#define nm_or(a, b)         vorrq_u8((a), (b))
+#define nm_xor(a, b)        veorq_u8((a), (b))
+#define nm_srl16(v, n)      vreinterpretq_u8_u16(vshrq_n_u16(vreinterpretq_u16_u8(v), (n)))
+#define nm_sll16(v, n)      vreinterpretq_u8_u16(vshlq_n_u16(vreinterpretq_u16_u8(v), (n)))
+#endif
 
 // 2:4: one index byte places 4 kept values (two groups) among 8 inputs. Source lane of input q, or
 // -1 for a pruned one; where a malformed byte repeats a position, the later kept value wins.
@@ -364,12 +526,12 @@ bool ggml_sparse_mul_mat_nm_supported(const struct ggml_tensor * op) {
 #define NM_B8(b, q)         (NM_SRC(b, q) < 0 ? 0x80 : NM_SRC(b, q))
 #define NM_B16(b, q, h)     (NM_SRC(b, q) < 0 ? 0x80 : 2*NM_SRC(b, q) + (h))
 
-// byte shuffles (pshufb masks; 0x80 zeroes a lane) for 1-byte values (Q8_0 quants, Q4_0 nibbles)
+// byte shuffles (0x80 zeroes a lane) for 1-byte values (Q8_0 quants, Q4_0 nibbles)
 #define NM_S8(b)   { NM_B8(b,0), NM_B8(b,1), NM_B8(b,2), NM_B8(b,3), NM_B8(b,4), NM_B8(b,5), NM_B8(b,6), NM_B8(b,7) }
 #define NM_S8x4(b)  NM_S8(b), NM_S8((b) + 1), NM_S8((b) + 2), NM_S8((b) + 3)
 #define NM_S8x16(b) NM_S8x4(b), NM_S8x4((b) + 4), NM_S8x4((b) + 8), NM_S8x4((b) + 12)
 #define NM_S8x64(b) NM_S8x16(b), NM_S8x16((b) + 16), NM_S8x16((b) + 32), NM_S8x16((b) + 48)
-static const uint8_t NM_SHUF8_2_4[256][8] __attribute__((aligned(16))) = {
+static const uint8_t NM_SHUF8_2_4[256][8] = {
     NM_S8x64(0), NM_S8x64(64), NM_S8x64(128), NM_S8x64(192)
 };
 
@@ -380,20 +542,20 @@ static const uint8_t NM_SHUF8_2_4[256][8] __attribute__((aligned(16))) = {
 #define NM_S16x4(b)  NM_S16(b), NM_S16((b) + 1), NM_S16((b) + 2), NM_S16((b) + 3)
 #define NM_S16x16(b) NM_S16x4(b), NM_S16x4((b) + 4), NM_S16x4((b) + 8), NM_S16x4((b) + 12)
 #define NM_S16x64(b) NM_S16x16(b), NM_S16x16((b) + 16), NM_S16x16((b) + 32), NM_S16x16((b) + 48)
-static const uint8_t NM_SHUF16_2_4[256][16] __attribute__((aligned(16))) = {
+static const uint8_t NM_SHUF16_2_4[256][16] = {
     NM_S16x64(0), NM_S16x64(64), NM_S16x64(128), NM_S16x64(192)
 };
 
 // the shuffle that places 16 one-byte kept values (4 index bytes) among the 32 inputs of a block
-static inline void nm_masks_2_4(const uint8_t * ib, __m128i * lo, __m128i * hi) {
+static inline void nm_masks_2_4(const uint8_t * ib, nm_v16 * lo, nm_v16 * hi) {
     uint64_t s[4];
     memcpy(&s[0], NM_SHUF8_2_4[ib[0]], 8);
     memcpy(&s[1], NM_SHUF8_2_4[ib[1]], 8);
     memcpy(&s[2], NM_SHUF8_2_4[ib[2]], 8);
     memcpy(&s[3], NM_SHUF8_2_4[ib[3]], 8);
     // index byte i takes kept values 4i..4i+3; adding 4i to a 0x80 lane keeps its top bit
-    *lo = _mm_set_epi64x((long long) (s[1] + 0x0404040404040404ull), (long long) s[0]);
-    *hi = _mm_set_epi64x((long long) (s[3] + 0x0c0c0c0c0c0c0c0cull), (long long) (s[2] + 0x0808080808080808ull));
+    *lo = nm_pair64(s[0], s[1] + 0x0404040404040404ull);
+    *hi = nm_pair64(s[2] + 0x0808080808080808ull, s[3] + 0x0c0c0c0c0c0c0c0cull);
 }
 #define NM_EXPAND_2_4 1
 #endif
@@ -405,9 +567,9 @@ static void nm_expand_row_float(size_t size, const char * v, const uint8_t * idx
 #ifdef NM_EXPAND_2_4
     if (size == 2 && n == 2 && m == 4) {
         for (; c0 + 8 <= k; c0 += 8) {
-            const __m128i in = _mm_loadl_epi64((const __m128i *) (v + c0));  // kept values c0/2 ..
-            const __m128i sh = _mm_load_si128((const __m128i *) NM_SHUF16_2_4[idx[c0 / 8]]);
-            _mm_storeu_si128((__m128i *) (d + 2*c0), _mm_shuffle_epi8(in, sh));
+            const nm_v16 in = nm_load8(v + c0);  // kept values c0/2 ..
+            const nm_v16 sh = nm_load16(NM_SHUF16_2_4[idx[c0 / 8]]);
+            nm_store16(d + 2*c0, nm_shuffle(in, sh));
         }
         if (c0 == k) {
             return;
@@ -429,12 +591,12 @@ static void nm_expand_row_q8_0(const block_q8_0 * v, const uint8_t * idx, block_
 #ifdef NM_EXPAND_2_4
     if (n == 2 && m == 4) {
         for (int64_t b = 0; b < k / QK8_0; b++) {
-            __m128i lo, hi;
+            nm_v16 lo, hi;
             nm_masks_2_4(idx + 4*b, &lo, &hi);
-            const __m128i in = _mm_loadu_si128((const __m128i *) (v[b/2].qs + 16*(b % 2)));
+            const nm_v16 in = nm_load16(v[b/2].qs + 16*(b % 2));
             d[b].d = v[b/2].d;
-            _mm_storeu_si128((__m128i *) d[b].qs,        _mm_shuffle_epi8(in, lo));
-            _mm_storeu_si128((__m128i *) (d[b].qs + 16), _mm_shuffle_epi8(in, hi));
+            nm_store16(d[b].qs,      nm_shuffle(in, lo));
+            nm_store16(d[b].qs + 16, nm_shuffle(in, hi));
         }
         return;
     }
@@ -453,18 +615,18 @@ static void nm_expand_row_q4_0(const block_q4_0 * v, const uint8_t * idx, block_
     const int half = QK4_0 / 2;
 #ifdef NM_EXPAND_2_4
     if (n == 2 && m == 4) {
-        const __m128i low4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(0x08);
+        const nm_v16 low4 = nm_set1(0x0f), eight = nm_set1(0x08);
         for (int64_t b = 0; b < k / QK4_0; b++) {
-            __m128i lo, hi;
+            nm_v16 lo, hi;
             nm_masks_2_4(idx + 4*b, &lo, &hi);
             // kept values 16*(b%2).. of the packed block, one per byte; xor 8 makes a zero the 0 a
             // shuffle writes to pruned inputs
-            const __m128i q  = _mm_loadu_si128((const __m128i *) v[b/2].qs);
-            const __m128i in = _mm_xor_si128(_mm_and_si128(b % 2 ? _mm_srli_epi16(q, 4) : q, low4), eight);
-            const __m128i e0 = _mm_xor_si128(_mm_shuffle_epi8(in, lo), eight);  // elements 0..15
-            const __m128i e1 = _mm_xor_si128(_mm_shuffle_epi8(in, hi), eight);  // elements 16..31
+            const nm_v16 q  = nm_load16(v[b/2].qs);
+            const nm_v16 in = nm_xor(nm_and(b % 2 ? nm_srl16(q, 4) : q, low4), eight);
+            const nm_v16 e0 = nm_xor(nm_shuffle(in, lo), eight);  // elements 0..15
+            const nm_v16 e1 = nm_xor(nm_shuffle(in, hi), eight);  // elements 16..31
             d[b].d = v[b/2].d;
-            _mm_storeu_si128((__m128i *) d[b].qs, _mm_or_si128(e0, _mm_slli_epi16(e1, 4)));
+            nm_store16(d[b].qs, nm_or(e0, nm_sll16(e1, 4)));
         }
         return;
     }

@@ -3,7 +3,8 @@
 // sparse_act:   y = act(a) where |act(a)| > thr, else 0           (rows split over elements)
 // mul_mat_rows: y[r,t] = mask[r,t] != 0 ? dot(w[r], x[:,t]) : 0   (rows split across threads)
 // axpy_sparse:  y[:,t] = sum_{i: h[i,t] != 0} h[i,t] * wt[i,:]     (output split across threads;
-//               packed Q4_0/Q4_1/Q8_0 weights in sparse-packed.c)
+//               Q8_0/Q4_0/Q4_1/F16/F32 rows fused four at a time (AVX2, NEON), other types
+//               dequantized four rows at a time; packed weights in sparse-packed.c)
 // mul_mat_nm:   N:M sparse weights (sparse-nm.c)
 //
 // Every weight type goes through the type traits (vec_dot, to_float), as ggml_mul_mat does.
@@ -172,68 +173,116 @@ void ggml_compute_forward_mul_mat_rows(const struct ggml_compute_params * params
 // Reading y once per four rows keeps the kernel near memory speed; the rows are whole blocks.
 typedef void (*sparse_axpy4_t)(const char * const rows[4], const float c[4], float * y, int64_t nb);
 
+// The kernels are written once over a few vector operations, mapped to AVX2 (8 floats a vector)
+// or NEON (4 floats), as ggml's simd-mappings.h maps its GGML_F32_VEC.
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
+#define SPARSE_AXPY4 1
+#define SPARSE_EPR   8   // floats per vector
+typedef __m256  sparse_f32v;
+typedef __m128i sparse_i8x16;
+#define sparse_splat(x)       _mm256_set1_ps(x)
+#define sparse_loadf(p)       _mm256_loadu_ps(p)
+#define sparse_storef(p, v)   _mm256_storeu_ps((p), (v))
+#define sparse_addf(a, b)     _mm256_add_ps((a), (b))
+#define sparse_fmaf(a, b, c)  _mm256_fmadd_ps((a), (b), (c))   // a*b + c
+#define sparse_load_f16(p)    _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (p)))
+#define sparse_load_i8(p)     _mm_loadu_si128((const __m128i *) (p))
+#define sparse_minus8(v)      _mm_sub_epi8((v), _mm_set1_epi8(8))
 
-static inline __m256 sparse_i8x8_to_ps(__m128i v) {
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+// 16 int8 as floats, in order
+static inline void sparse_i8_to_f32(sparse_i8x16 v, sparse_f32v out[2]) {
+    out[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+    out[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(v, 8)));
 }
 
-// acc[0..3] (32 floats) += sc * (32 int8: elements 0-15 in lo, 16-31 in hi)
-static inline void sparse_fma_i8x32(__m256 sc, __m128i lo, __m128i hi, __m256 acc[4]) {
-    acc[0] = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(lo), acc[0]);
-    acc[1] = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(lo, 8)), acc[1]);
-    acc[2] = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(hi), acc[2]);
-    acc[3] = _mm256_fmadd_ps(sc, sparse_i8x8_to_ps(_mm_srli_si128(hi, 8)), acc[3]);
-}
-
-static inline void sparse_load32(const float * y, __m256 acc[4]) {
-    for (int i = 0; i < 4; i++) {
-        acc[i] = _mm256_loadu_ps(y + 8*i);
-    }
-}
-
-// y[0..32) = acc + offset
-static inline void sparse_store32(float * y, const __m256 acc[4], float offset) {
-    const __m256 off = _mm256_set1_ps(offset);
-    for (int i = 0; i < 4; i++) {
-        _mm256_storeu_ps(y + 8*i, _mm256_add_ps(acc[i], off));
-    }
-}
-
-// nibbles of a 4-bit block: elements 0-15 in the low halves, 16-31 in the high halves
-static inline void sparse_nibbles(const uint8_t * qs, __m128i * lo, __m128i * hi) {
+// nibbles of a 4-bit block: elements 0-15 in lo, 16-31 in hi
+static inline void sparse_nibbles(const uint8_t * qs, sparse_i8x16 * lo, sparse_i8x16 * hi) {
     const __m128i v = _mm_loadu_si128((const __m128i *) qs);
     const __m128i m = _mm_set1_epi8(0x0F);
     *lo = _mm_and_si128(v, m);
     *hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
 }
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#define SPARSE_AXPY4 1
+#define SPARSE_EPR   4
+typedef float32x4_t sparse_f32v;
+typedef int8x16_t   sparse_i8x16;
+#define sparse_splat(x)       vdupq_n_f32(x)
+#define sparse_loadf(p)       vld1q_f32(p)
+#define sparse_storef(p, v)   vst1q_f32((p), (v))
+#define sparse_addf(a, b)     vaddq_f32((a), (b))
+#define sparse_fmaf(a, b, c)  vfmaq_f32((c), (a), (b))
+#define sparse_load_f16(p)    vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *) (p))))
+#define sparse_load_i8(p)     vld1q_s8((const int8_t *) (p))
+#define sparse_minus8(v)      vsubq_s8((v), vdupq_n_s8(8))
+
+static inline void sparse_i8_to_f32(sparse_i8x16 v, sparse_f32v out[4]) {
+    const int16x8_t lo = vmovl_s8(vget_low_s8(v));
+    const int16x8_t hi = vmovl_high_s8(v);
+    out[0] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo)));
+    out[1] = vcvtq_f32_s32(vmovl_high_s16(lo));
+    out[2] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi)));
+    out[3] = vcvtq_f32_s32(vmovl_high_s16(hi));
+}
+
+static inline void sparse_nibbles(const uint8_t * qs, sparse_i8x16 * lo, sparse_i8x16 * hi) {
+    const uint8x16_t v = vld1q_u8(qs);
+    *lo = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0F)));
+    *hi = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
+}
+#endif
+
+#ifdef SPARSE_AXPY4
+#define SPARSE_ACC (32 / SPARSE_EPR)   // vectors per 32 floats
+
+// acc (32 floats) += sc * (32 int8: elements 0-15 in lo, 16-31 in hi)
+static inline void sparse_fma_i8x32(sparse_f32v sc, sparse_i8x16 lo, sparse_i8x16 hi, sparse_f32v acc[SPARSE_ACC]) {
+    sparse_f32v w[SPARSE_ACC];
+    sparse_i8_to_f32(lo, w);
+    sparse_i8_to_f32(hi, w + SPARSE_ACC/2);
+    for (int i = 0; i < SPARSE_ACC; i++) {
+        acc[i] = sparse_fmaf(sc, w[i], acc[i]);
+    }
+}
+
+static inline void sparse_load32(const float * y, sparse_f32v acc[SPARSE_ACC]) {
+    for (int i = 0; i < SPARSE_ACC; i++) {
+        acc[i] = sparse_loadf(y + SPARSE_EPR*i);
+    }
+}
+
+// y[0..32) = acc + offset
+static inline void sparse_store32(float * y, const sparse_f32v acc[SPARSE_ACC], float offset) {
+    const sparse_f32v off = sparse_splat(offset);
+    for (int i = 0; i < SPARSE_ACC; i++) {
+        sparse_storef(y + SPARSE_EPR*i, sparse_addf(acc[i], off));
+    }
+}
 
 static void sparse_axpy4_q8_0(const char * const rows[4], const float c[4], float * y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++) {
-        __m256 acc[4];
+        sparse_f32v acc[SPARSE_ACC];
         sparse_load32(y + 32*b, acc);
         for (int r = 0; r < 4; r++) {
             const block_q8_0 * blk = (const block_q8_0 *) rows[r] + b;
-            sparse_fma_i8x32(_mm256_set1_ps(c[r] * GGML_CPU_FP16_TO_FP32(blk->d)),
-                             _mm_loadu_si128((const __m128i *) blk->qs),
-                             _mm_loadu_si128((const __m128i *) (blk->qs + 16)), acc);
+            sparse_fma_i8x32(sparse_splat(c[r] * GGML_CPU_FP16_TO_FP32(blk->d)),
+                             sparse_load_i8(blk->qs), sparse_load_i8(blk->qs + 16), acc);
         }
         sparse_store32(y + 32*b, acc, 0.0f);
     }
 }
 
 static void sparse_axpy4_q4_0(const char * const rows[4], const float c[4], float * y, int64_t nb) {
-    const __m128i eight = _mm_set1_epi8(8);
     for (int64_t b = 0; b < nb; b++) {
-        __m256 acc[4];
+        sparse_f32v acc[SPARSE_ACC];
         sparse_load32(y + 32*b, acc);
         for (int r = 0; r < 4; r++) {
             const block_q4_0 * blk = (const block_q4_0 *) rows[r] + b;
-            __m128i lo, hi;
+            sparse_i8x16 lo, hi;
             sparse_nibbles(blk->qs, &lo, &hi);
-            sparse_fma_i8x32(_mm256_set1_ps(c[r] * GGML_CPU_FP16_TO_FP32(blk->d)),
-                             _mm_sub_epi8(lo, eight), _mm_sub_epi8(hi, eight), acc);
+            sparse_fma_i8x32(sparse_splat(c[r] * GGML_CPU_FP16_TO_FP32(blk->d)),
+                             sparse_minus8(lo), sparse_minus8(hi), acc);
         }
         sparse_store32(y + 32*b, acc, 0.0f);
     }
@@ -241,15 +290,15 @@ static void sparse_axpy4_q4_0(const char * const rows[4], const float c[4], floa
 
 static void sparse_axpy4_q4_1(const char * const rows[4], const float c[4], float * y, int64_t nb) {
     for (int64_t b = 0; b < nb; b++) {
-        __m256 acc[4];
+        sparse_f32v acc[SPARSE_ACC];
         sparse_load32(y + 32*b, acc);
         float offset = 0.0f; // sum of c[r] * m over the four blocks: w = d*q + m
         for (int r = 0; r < 4; r++) {
             const block_q4_1 * blk = (const block_q4_1 *) rows[r] + b;
             offset += c[r] * GGML_CPU_FP16_TO_FP32(blk->m);
-            __m128i lo, hi;
+            sparse_i8x16 lo, hi;
             sparse_nibbles(blk->qs, &lo, &hi);
-            sparse_fma_i8x32(_mm256_set1_ps(c[r] * GGML_CPU_FP16_TO_FP32(blk->d)), lo, hi, acc);
+            sparse_fma_i8x32(sparse_splat(c[r] * GGML_CPU_FP16_TO_FP32(blk->d)), lo, hi, acc);
         }
         sparse_store32(y + 32*b, acc, offset);
     }
@@ -257,23 +306,22 @@ static void sparse_axpy4_q4_1(const char * const rows[4], const float c[4], floa
 
 // F16 and F32 rows: "blocks" of 32 elements
 static void sparse_axpy4_f16(const char * const rows[4], const float c[4], float * y, int64_t nb) {
-    for (int64_t j = 0; j < 32*nb; j += 8) {
-        __m256 a = _mm256_loadu_ps(y + j);
+    for (int64_t j = 0; j < 32*nb; j += SPARSE_EPR) {
+        sparse_f32v a = sparse_loadf(y + j);
         for (int r = 0; r < 4; r++) {
-            const __m256 w = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) ((const ggml_fp16_t *) rows[r] + j)));
-            a = _mm256_fmadd_ps(_mm256_set1_ps(c[r]), w, a);
+            a = sparse_fmaf(sparse_splat(c[r]), sparse_load_f16((const ggml_fp16_t *) rows[r] + j), a);
         }
-        _mm256_storeu_ps(y + j, a);
+        sparse_storef(y + j, a);
     }
 }
 
 static void sparse_axpy4_f32(const char * const rows[4], const float c[4], float * y, int64_t nb) {
-    for (int64_t j = 0; j < 32*nb; j += 8) {
-        __m256 a = _mm256_loadu_ps(y + j);
+    for (int64_t j = 0; j < 32*nb; j += SPARSE_EPR) {
+        sparse_f32v a = sparse_loadf(y + j);
         for (int r = 0; r < 4; r++) {
-            a = _mm256_fmadd_ps(_mm256_set1_ps(c[r]), _mm256_loadu_ps((const float *) rows[r] + j), a);
+            a = sparse_fmaf(sparse_splat(c[r]), sparse_loadf((const float *) rows[r] + j), a);
         }
-        _mm256_storeu_ps(y + j, a);
+        sparse_storef(y + j, a);
     }
 }
 
@@ -297,6 +345,19 @@ static sparse_axpy4_t sparse_axpy4_for(enum ggml_type type, int64_t len) {
     return NULL;
 }
 #endif
+
+// y[0, len) += sum_r c[r] * rows[r][0, len) over four f32 rows, in one pass over y: the kernel
+// where there is one, else a loop the compiler vectorises
+static void sparse_axpy4_floats(const float * const rows[4], const float c[4], float * y, int64_t len) {
+    int64_t j = 0;
+#ifdef SPARSE_AXPY4
+    j = len / 32 * 32;
+    sparse_axpy4_f32((const char * const *) rows, c, y, len / 32);
+#endif
+    for (; j < len; j++) {
+        y[j] += c[0]*rows[0][j] + c[1]*rows[1][j] + c[2]*rows[2][j] + c[3]*rows[3][j];
+    }
+}
 
 // y[:,t] over this thread's slice with the fused kernel: the active rows, four at a time
 static void axpy_sparse_fused(sparse_axpy4_t kernel, const struct ggml_tensor * wt, const float * hv, int64_t k,
@@ -327,6 +388,11 @@ static void axpy_sparse_fused(sparse_axpy4_t kernel, const struct ggml_tensor * 
     }
 }
 
+// a thread's work buffer for n outputs: four rows of floats, each on its own cache lines
+static size_t axpy_sparse_thread_size(int64_t n) {
+    return 4 * GGML_PAD((n + 1) * sizeof(float), SPARSE_CACHE_LINE);
+}
+
 void ggml_compute_forward_axpy_sparse(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
     const struct ggml_tensor * wt = dst->src[0];
     const struct ggml_tensor * h  = dst->src[1];
@@ -345,15 +411,20 @@ void ggml_compute_forward_axpy_sparse(const struct ggml_compute_params * params,
     const size_t  ts = ggml_type_size(wt->type);
     const ggml_to_float_t to_float = ggml_get_type_traits(wt->type)->to_float;
 
-    // this thread owns outputs [j0, j1), whole blocks of wt's type: no shared writes
-    const int64_t nb = n / bs;
-    const int64_t j0 = ((nb * ith) / nth) * bs;
-    const int64_t j1 = ((nb * (ith + 1)) / nth) * bs;
+    // this thread owns outputs [j0, j1), whole blocks of wt's type (F32/F16: spans of 32 where n
+    // allows, the fused kernels' unit): no shared writes
+    const int64_t unit = bs == 1 && n % 32 == 0 ? 32 : bs;
+    const int64_t nb = n / unit;
+    const int64_t j0 = ((nb * ith) / nth) * unit;
+    const int64_t j1 = ((nb * (ith + 1)) / nth) * unit;
     const int64_t len = j1 - j0;
     if (len == 0) {
         return;
     }
-    float * tmp = (float *) ((char *) params->wdata + ith * GGML_PAD((n + 1) * sizeof(float), SPARSE_CACHE_LINE));
+    // four rows of floats: the active rows of a type without a fused kernel, dequantized four at a
+    // time so that y is read and written once per four rows
+    float * tmp = (float *) ((char *) params->wdata + ith * axpy_sparse_thread_size(n));
+    const size_t tmp_row = axpy_sparse_thread_size(n) / (4 * sizeof(float));
     const sparse_axpy4_t fused = sparse_axpy4_for(wt->type, len);
 
     for (int64_t t = 0; t < m; t++) {
@@ -364,18 +435,33 @@ void ggml_compute_forward_axpy_sparse(const struct ggml_compute_params * params,
             axpy_sparse_fused(fused, wt, hv, k, j0, len, y);
             continue;
         }
+        const float * rows[4];
+        float c[4];
+        int nr = 0;
         for (int64_t i = 0; i < k; i++) {
-            const float s = hv[i];
-            if (s == 0.0f) {
+            if (hv[i] == 0.0f) {
                 continue;
             }
             const char * row = (const char *) wt->data + i*wt->nb[1] + (j0 / bs) * ts;
             if (wt->type == GGML_TYPE_F32) {
-                ggml_vec_mad_f32((int) len, y, (const float *) row, s);
+                rows[nr] = (const float *) row;
             } else {
-                to_float(row, tmp, len);
-                ggml_vec_mad_f32((int) len, y, tmp, s);
+                to_float(row, tmp + nr*tmp_row, len);
+                rows[nr] = tmp + nr*tmp_row;
             }
+            c[nr] = hv[i];
+            if (++nr == 4) {
+                sparse_axpy4_floats(rows, c, y, len);
+                nr = 0;
+            }
+        }
+        if (nr > 0) {
+            // pad with zero coefficients on a row already read
+            for (int r = nr; r < 4; r++) {
+                rows[r] = rows[0];
+                c[r] = 0.0f;
+            }
+            sparse_axpy4_floats(rows, c, y, len);
         }
     }
 }
@@ -390,7 +476,7 @@ size_t ggml_sparse_op_work_size(const struct ggml_tensor * node, int n_tasks) {
             if (node->src[0]->type == GGML_TYPE_I8) {
                 return ggml_sparse_axpy_packed_work_size(node, n_tasks);
             }
-            return (size_t) n_tasks * GGML_PAD((node->src[0]->ne[0] + 1) * sizeof(float), SPARSE_CACHE_LINE);
+            return (size_t) n_tasks * axpy_sparse_thread_size(node->src[0]->ne[0]);
         default:
             return 0;
     }

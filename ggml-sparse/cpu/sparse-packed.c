@@ -9,6 +9,10 @@
 //
 // Threads split the input columns into partial outputs of their own, summed at the end: no two
 // threads write the same element.
+//
+// Three builds of each product: AVX2 (active inputs in pairs, maddubs), NEON on 64-bit ARM (in
+// quads, vdotq_s32 or a lane-exact fallback without the dot-product instructions) and plain C.
+// All three compute the same integer sums.
 
 #include "sparse-packed.h"
 
@@ -26,6 +30,30 @@
 #define PACKED_GROUP     32    // outputs per group: one block's worth
 #define PACKED_ACC_BYTES 128   // a group's partial sums: 32 int32 (Q8_0) or 32 int16 (Q4)
 #define PACKED_LINE      64    // scratch alignment: no two threads share a cache line
+
+#if defined(__GNUC__)
+#define PACKED_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <intrin.h>
+#define PACKED_PREFETCH(p) _mm_prefetch((const char *) (p), _MM_HINT_T0)
+#else
+#define PACKED_PREFETCH(p) ((void) (p))
+#endif
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#endif
+
+// the index of the lowest set bit of x (x != 0)
+static inline int packed_ctz(uint32_t x) {
+#if defined(_MSC_VER) && !defined(__clang__)
+    unsigned long i;
+    _BitScanForward(&i, x);
+    return (int) i;
+#else
+    return __builtin_ctz(x);
+#endif
+}
 
 // which of a Q8_0 block's 32 inputs are non-zero, one bit each
 static inline uint32_t packed_active_inputs(const block_q8_0 * hb) {
@@ -53,12 +81,12 @@ static void packed_pairs_of(packed_pairs * p, const block_q8_0 * hb, uint32_t ac
     p->n = 0;
     p->sum_h = 0;
     while (active) {
-        const int i1 = __builtin_ctz(active);
+        const int i1 = packed_ctz(active);
         active &= active - 1;
         int i2 = i1;   // an odd one out pairs with itself at h = 0
         int8_t h2 = 0;
         if (active) {
-            i2 = __builtin_ctz(active);
+            i2 = packed_ctz(active);
             active &= active - 1;
             h2 = hb->qs[i2];
         }
@@ -218,8 +246,136 @@ static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, c
         packed_column_q4(type, col, n, hb, active, y, (__m256i *) scratch);
     }
 }
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+
+// NEON: the active inputs go in quads. Four rows' bytes are interleaved so that each 32-bit lane
+// holds one output's four quants, and vdotq_s32 multiplies them by the quad's four h values (the
+// same four bytes in every lane) into that output's int32 sum.
+
+#if defined(__ARM_FEATURE_DOTPROD)
+#define packed_sdot(acc, a, b) vdotq_s32((acc), (a), (b))
 #else
-// y[0, n) += the column's contribution to all n outputs, in plain C (CPUs without AVX2)
+// vdotq_s32 without the dot-product instructions, lane for lane (ggml_vdotq_s32 only keeps the
+// total): |a*b| <= 127*127, so a pair of products fits in int16
+static inline int32x4_t packed_sdot(int32x4_t acc, int8x16_t a, int8x16_t b) {
+    const int16x8_t p0 = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    const int16x8_t p1 = vmull_high_s8(a, b);
+    return vpadalq_s16(acc, vpaddq_s16(p0, p1));
+}
+#endif
+
+// rows r0..r3, 16 bytes each: out[i] lane l = (r0[4i+l], r1[4i+l], r2[4i+l], r3[4i+l])
+static inline void packed_zip4(uint8x16_t r0, uint8x16_t r1, uint8x16_t r2, uint8x16_t r3, uint8x16_t out[4]) {
+    const uint16x8_t a_lo = vreinterpretq_u16_u8(vzip1q_u8(r0, r1));
+    const uint16x8_t a_hi = vreinterpretq_u16_u8(vzip2q_u8(r0, r1));
+    const uint16x8_t b_lo = vreinterpretq_u16_u8(vzip1q_u8(r2, r3));
+    const uint16x8_t b_hi = vreinterpretq_u16_u8(vzip2q_u8(r2, r3));
+    out[0] = vreinterpretq_u8_u16(vzip1q_u16(a_lo, b_lo));
+    out[1] = vreinterpretq_u8_u16(vzip2q_u16(a_lo, b_lo));
+    out[2] = vreinterpretq_u8_u16(vzip1q_u16(a_hi, b_hi));
+    out[3] = vreinterpretq_u8_u16(vzip2q_u16(a_hi, b_hi));
+}
+
+// the active inputs of a column in quads (the last one padded with its first row at h = 0):
+// rows, and each quad's four h values as one 32-bit word
+typedef struct {
+    const uint8_t * row[32];
+    int32_t         h4[8];
+    int             n4;      // quads
+    int32_t         sum_h;   // of the active h
+} packed_quads;
+
+static void packed_quads_of(packed_quads * p, const int8_t * h, uint32_t active, const uint8_t * q, size_t q_row) {
+    int8_t hv[32];
+    int n = 0;
+    p->sum_h = 0;
+    for (; active; active &= active - 1) {
+        const int i = packed_ctz(active);
+        p->row[n] = q + i*q_row;
+        hv[n] = h[i];
+        p->sum_h += h[i];
+        n++;
+    }
+    p->n4 = (n + 3) / 4;
+    for (int r = n; r < 4*p->n4; r++) {
+        p->row[r] = p->row[0];
+        hv[r] = 0;
+    }
+    memcpy(p->h4, hv, 4*p->n4);
+}
+
+// the rows are read front to back, 16 or 32 bytes per group of outputs: lines this far ahead are
+// fetched while a group is computed
+#define PACKED_AHEAD 256
+
+// y[0..32) += dh * (d * (s - off) [+ m * sum_h])
+static inline void packed_finish32(const int32x4_t s[8], const ggml_fp16_t * d, const ggml_fp16_t * mn,
+                                   float dh, int32_t off, float m_scale, float * y) {
+    const int32x4_t voff = vdupq_n_s32(off);
+    for (int k = 0; k < 8; k++) {
+        const float32x4_t sc = vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *) d + 4*k))), dh);
+        float32x4_t r = vfmaq_f32(vld1q_f32(y + 4*k), vcvtq_f32_s32(vsubq_s32(s[k], voff)), sc);
+        if (mn) {
+            r = vfmaq_n_f32(r, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *) mn + 4*k))), m_scale);
+        }
+        vst1q_f32(y + 4*k, r);
+    }
+}
+
+// y[0, n) += the column's contribution to all n outputs, 32 outputs at a time
+static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
+                          uint32_t active, float * y, void * scratch) {
+    GGML_UNUSED(scratch);
+    const ggml_fp16_t * d  = (const ggml_fp16_t *) col;
+    const ggml_fp16_t * mn = type == GGML_TYPE_Q4_1 ? d + n : NULL;
+    const uint8_t     * q  = col + (mn ? 4 : 2) * n;
+    const bool          q8 = type == GGML_TYPE_Q8_0;
+    const size_t        span = q8 ? 32 : 16;   // bytes of a row per 32 outputs
+    packed_quads p;
+    packed_quads_of(&p, hb->qs, active, q, q8 ? (size_t) n : (size_t) n / 2);
+
+    const float dh = GGML_CPU_FP16_TO_FP32(hb->d);
+    // Q4 quants are unsigned here: Q4_0's w = d*(q - 8) subtracts 8*sum_h; Q4_1's w = d*q + m
+    const int32_t off = type == GGML_TYPE_Q4_0 ? 8*p.sum_h : 0;
+    const uint8x16_t low4 = vdupq_n_u8(0x0F);
+    for (int64_t g = 0; g < n / PACKED_GROUP; g++) {
+        if (g % (64 / span) == 0) {
+            for (int r = 0; r < 4*p.n4; r++) {
+                PACKED_PREFETCH(p.row[r] + g*span + PACKED_AHEAD);
+            }
+        }
+        int32x4_t s[8];
+        for (int k = 0; k < 8; k++) {
+            s[k] = vdupq_n_s32(0);
+        }
+        for (int k4 = 0; k4 < p.n4; k4++) {
+            const uint8_t * const * row = p.row + 4*k4;
+            const int8x16_t hq = vreinterpretq_s8_s32(vdupq_n_s32(p.h4[k4]));
+            uint8x16_t x[4];
+            if (q8) {
+                // outputs 0-15, then 16-31
+                for (int half = 0; half < 2; half++) {
+                    const size_t o = g*32 + 16*half;
+                    packed_zip4(vld1q_u8(row[0] + o), vld1q_u8(row[1] + o), vld1q_u8(row[2] + o), vld1q_u8(row[3] + o), x);
+                    for (int i = 0; i < 4; i++) {
+                        s[4*half + i] = packed_sdot(s[4*half + i], vreinterpretq_s8_u8(x[i]), hq);
+                    }
+                }
+            } else {
+                // byte k: output k in the low nibble, k+16 in the high one
+                const size_t o = g*16;
+                packed_zip4(vld1q_u8(row[0] + o), vld1q_u8(row[1] + o), vld1q_u8(row[2] + o), vld1q_u8(row[3] + o), x);
+                for (int i = 0; i < 4; i++) {
+                    s[i]     = packed_sdot(s[i],     vreinterpretq_s8_u8(vandq_u8(x[i], low4)), hq);
+                    s[4 + i] = packed_sdot(s[4 + i], vreinterpretq_s8_u8(vshrq_n_u8(x[i], 4)), hq);
+                }
+            }
+        }
+        packed_finish32(s, d + g*32, mn ? mn + g*32 : NULL, dh, off, dh * (float) p.sum_h, y + g*32);
+    }
+}
+#else
+// y[0, n) += the column's contribution to all n outputs, in plain C (CPUs without AVX2 or NEON)
 static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
                           uint32_t active, float * y, void * scratch) {
     GGML_UNUSED(scratch);
@@ -325,6 +481,53 @@ static inline uint32_t packed_k_active(const block_q8_K * hb, int group, int g) 
     return active;
 }
 
+// the lines of the next group's rows that span o64 starts (every row's low bits; the high bits
+// where a line of them starts)
+static inline void packed_k_prefetch(const packed_k_next * next, int64_t o64) {
+    const packed_k_col * c = &next->c;
+    const int64_t qh_span = c->type == GGML_TYPE_Q6_K ? 16 : 8;   // high-bit bytes per span
+    const bool    qh_line = c->qh != NULL && (o64*qh_span) % 64 == 0;
+    const size_t  qh_row  = c->type == GGML_TYPE_Q6_K ? (size_t) c->n/4 : (size_t) c->n/8;
+    for (uint32_t a = next->active; a; a &= a - 1) {
+        const int i = next->g*c->group + packed_ctz(a);
+        PACKED_PREFETCH(c->ql + i*((size_t) c->n/2) + o64*32);
+        if (qh_line) {
+            PACKED_PREFETCH(c->qh + i*qh_row + o64*qh_span);
+        }
+    }
+}
+
+// The spans of a group are visited in a scattered order, oi = (oi + stride) % n_spans: rows read
+// front to back look like streams to the hardware prefetchers, which then fetch the inactive rows
+// that follow them; the next group's rows are prefetched instead. The stride is coprime with the
+// span count, so that every span is visited once (a stride that only does not divide the count
+// is not enough: 9 for 21 spans, as 4096 outputs make on 3 threads, visits a third of them).
+static int64_t packed_k_stride(int64_t n_spans) {
+    int64_t stride = 7;
+    for (;;) {
+        int64_t a = n_spans, b = stride;
+        while (b != 0) {
+            const int64_t r = a % b;
+            a = b;
+            b = r;
+        }
+        if (a == 1) {
+            return stride;
+        }
+        stride += 2;
+    }
+}
+
+// span si of that order (stride from packed_k_stride), with the lines of the next group's rows
+// that it starts prefetched
+static inline int64_t packed_k_span(const packed_k_col * c, const packed_k_next * next, int64_t stride, int64_t si) {
+    const int64_t o64 = c->s0 + (si * stride) % (c->s1 - c->s0);
+    if (next->active && (o64 & 1) == 0) {   // a cache line holds two spans of a row
+        packed_k_prefetch(next, o64);
+    }
+    return o64;
+}
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 
 // 64 outputs' quants of input row i at output span o64, unsigned (0..15, 0..31, 0..63):
@@ -356,22 +559,6 @@ static inline void packed_k_row(const packed_k_col * c, int i, int64_t o64, __m2
     }
 }
 
-// the lines of the next group's rows that span o64 starts (every row's low bits; the high bits
-// where a line of them starts)
-static inline void packed_k_prefetch(const packed_k_next * next, int64_t o64) {
-    const packed_k_col * c = &next->c;
-    const int64_t qh_span = c->type == GGML_TYPE_Q6_K ? 16 : 8;   // high-bit bytes per span
-    const bool    qh_line = c->qh != NULL && (o64*qh_span) % 64 == 0;
-    const size_t  qh_row  = c->type == GGML_TYPE_Q6_K ? (size_t) c->n/4 : (size_t) c->n/8;
-    for (uint32_t a = next->active; a; a &= a - 1) {
-        const int i = next->g*c->group + __builtin_ctz(a);
-        _mm_prefetch((const char *) (c->ql + i*((size_t) c->n/2) + o64*32), _MM_HINT_T0);
-        if (qh_line) {
-            _mm_prefetch((const char *) (c->qh + i*qh_row + o64*qh_span), _MM_HINT_T0);
-        }
-    }
-}
-
 static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
                            int32_t * t, int32_t * m, bool first, const packed_k_next * next) {
     // the active inputs in pairs (an odd one out pairs with itself at h = 0): rows and (h1, h2)
@@ -379,12 +566,12 @@ static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uin
     __m256i hp[16];
     int     n_pairs = 0;
     while (active) {
-        const int i1 = __builtin_ctz(active);
+        const int i1 = packed_ctz(active);
         active &= active - 1;
         int    i2 = i1;
         int8_t h2 = 0;
         if (active) {
-            i2 = __builtin_ctz(active);
+            i2 = packed_ctz(active);
             active &= active - 1;
             h2 = hq[i2];
         }
@@ -397,19 +584,9 @@ static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uin
     const int chunk = c->type == GGML_TYPE_Q4_K ? 8 : c->type == GGML_TYPE_Q5_K ? 4 : 2;
     const __m256i vsumh  = _mm256_set1_epi32(c->type == GGML_TYPE_Q6_K ? 32*sum_h : sum_h);
 
-    // the spans in a scattered order (a stride coprime with their count): rows read front to
-    // back look like streams to the hardware prefetchers, which then fetch the inactive rows
-    // that follow them; the next group's rows are prefetched instead
-    const int64_t n_spans = c->s1 - c->s0;
-    int64_t stride = 7;
-    while (n_spans % stride == 0) {
-        stride += 2;
-    }
-    for (int64_t si = 0, oi = 0; si < n_spans; si++, oi = (oi + stride) % n_spans) {
-        const int64_t o64 = c->s0 + oi;
-        if (next->active && (o64 & 1) == 0) {   // a cache line holds two spans of a row
-            packed_k_prefetch(next, o64);
-        }
+    const int64_t stride = packed_k_stride(c->s1 - c->s0);
+    for (int64_t si = 0; si < c->s1 - c->s0; si++) {
+        const int64_t o64 = packed_k_span(c, next, stride, si);
         __m256i s[8];
         for (int r = 0; r < 8; r++) {
             s[r] = _mm256_setzero_si256();
@@ -472,6 +649,161 @@ static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t,
             r = _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *) (m + j))), r);
         }
         _mm256_storeu_ps(y + j, r);
+    }
+}
+
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+
+// Q5_K's fifth bits for a quad of rows, in packed_zip4's order: with the four rows' 8 bytes of a
+// span as a table (row r at byte 8r), byte 4l+r of the interleaved low bits x[i] of half b (output
+// k = 16b + 4i + l) is bit k%8 of table byte 8r + k/8 = 8r + 2b + i/2, the high nibble's (output
+// k + 32) the same bit of byte 8r + k/8 + 4
+#define PACKED_Q5_IDX(v)  { (v), 8 + (v), 16 + (v), 24 + (v), (v), 8 + (v), 16 + (v), 24 + (v), \
+                            (v), 8 + (v), 16 + (v), 24 + (v), (v), 8 + (v), 16 + (v), 24 + (v) }
+#define PACKED_Q5_BIT(s)  { 1 << (s), 1 << (s), 1 << (s), 1 << (s), 2 << (s), 2 << (s), 2 << (s), 2 << (s), \
+                            4 << (s), 4 << (s), 4 << (s), 4 << (s), 8 << (s), 8 << (s), 8 << (s), 8 << (s) }
+static const uint8_t PACKED_Q5_IDX_TAB[4][16] = { PACKED_Q5_IDX(0), PACKED_Q5_IDX(1), PACKED_Q5_IDX(2), PACKED_Q5_IDX(3) };
+static const uint8_t PACKED_Q5_BIT_TAB[2][16] = { PACKED_Q5_BIT(0), PACKED_Q5_BIT(4) };
+
+// a quad of rows at span o64, interleaved (packed_zip4): q[a] holds the unsigned quants of
+// outputs 4a..4a+3 (a = 0 .. 15), each lane the four rows' quants of one output
+static inline void packed_k_quad(const packed_k_col * c, const int rows[4], int64_t o64, uint8x16_t q[16]) {
+    const uint8x16_t low4 = vdupq_n_u8(0x0F);
+    uint8x16_t xl[4], xh[4];   // bytes 0-15 (outputs 0-15 | 32-47), 16-31 (outputs 16-31 | 48-63)
+    const uint8_t * ql[4];
+    for (int r = 0; r < 4; r++) {
+        ql[r] = c->ql + rows[r]*(c->n/2) + o64*32;
+    }
+    packed_zip4(vld1q_u8(ql[0]),      vld1q_u8(ql[1]),      vld1q_u8(ql[2]),      vld1q_u8(ql[3]),      xl);
+    packed_zip4(vld1q_u8(ql[0] + 16), vld1q_u8(ql[1] + 16), vld1q_u8(ql[2] + 16), vld1q_u8(ql[3] + 16), xh);
+    for (int i = 0; i < 4; i++) {
+        q[i]      = vandq_u8(xl[i], low4);
+        q[4 + i]  = vandq_u8(xh[i], low4);
+        q[8 + i]  = vshrq_n_u8(xl[i], 4);
+        q[12 + i] = vshrq_n_u8(xh[i], 4);
+    }
+    if (c->type == GGML_TYPE_Q5_K) {
+        uint8x16x2_t tab;
+        const uint8_t * qh[4];
+        for (int r = 0; r < 4; r++) {
+            qh[r] = c->qh + rows[r]*(c->n/8) + o64*8;
+        }
+        tab.val[0] = vcombine_u8(vld1_u8(qh[0]), vld1_u8(qh[1]));
+        tab.val[1] = vcombine_u8(vld1_u8(qh[2]), vld1_u8(qh[3]));
+        const uint8x16_t fifth = vdupq_n_u8(0x10);
+        for (int b = 0; b < 2; b++) {
+            for (int i = 0; i < 4; i++) {
+                const uint8x16_t idx = vld1q_u8(PACKED_Q5_IDX_TAB[2*b + i/2]);
+                const uint8x16_t bit = vld1q_u8(PACKED_Q5_BIT_TAB[i % 2]);
+                const uint8x16_t lo  = vtstq_u8(vqtbl2q_u8(tab, idx), bit);
+                const uint8x16_t hi  = vtstq_u8(vqtbl2q_u8(tab, vaddq_u8(idx, vdupq_n_u8(4))), bit);
+                q[4*b + i]     = vorrq_u8(q[4*b + i],     vandq_u8(lo, fifth));
+                q[8 + 4*b + i] = vorrq_u8(q[8 + 4*b + i], vandq_u8(hi, fifth));
+            }
+        }
+    } else if (c->type == GGML_TYPE_Q6_K) {
+        // byte k of a row holds outputs k, k+16, k+32, k+48 at bits 0-1, 2-3, 4-5, 6-7
+        uint8x16_t y[4];
+        const size_t row = (size_t) c->n/4;
+        packed_zip4(vld1q_u8(c->qh + rows[0]*row + o64*16), vld1q_u8(c->qh + rows[1]*row + o64*16),
+                    vld1q_u8(c->qh + rows[2]*row + o64*16), vld1q_u8(c->qh + rows[3]*row + o64*16), y);
+        const uint8x16_t m30 = vdupq_n_u8(0x30);
+        for (int i = 0; i < 4; i++) {
+            q[i]      = vorrq_u8(q[i],      vandq_u8(vshlq_n_u8(y[i], 4), m30));
+            q[4 + i]  = vorrq_u8(q[4 + i],  vandq_u8(vshlq_n_u8(y[i], 2), m30));
+            q[8 + i]  = vorrq_u8(q[8 + i],  vandq_u8(y[i], m30));
+            q[12 + i] = vorrq_u8(q[12 + i], vandq_u8(vshrq_n_u8(y[i], 2), m30));
+        }
+    }
+}
+
+static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
+                           int32_t * t, int32_t * m, bool first, const packed_k_next * next) {
+    // the active inputs in quads (the last padded with its first row at h = 0)
+    int     rows[32];
+    int8_t  hv[32];
+    int     n = 0;
+    for (; active; active &= active - 1) {
+        const int i = packed_ctz(active);
+        rows[n] = g*c->group + i;
+        hv[n]   = hq[i];
+        n++;
+    }
+    const int n4 = (n + 3) / 4;
+    for (int r = n; r < 4*n4; r++) {
+        rows[r] = rows[0];
+        hv[r]   = 0;
+    }
+    int32_t h4[8];
+    memcpy(h4, hv, 4*n4);
+    const int32_t sub = c->type == GGML_TYPE_Q6_K ? 32*sum_h : 0;   // Q6_K: w = d*sc*(q - 32)
+
+    const int64_t stride = packed_k_stride(c->s1 - c->s0);
+    for (int64_t si = 0; si < c->s1 - c->s0; si++) {
+        const int64_t o64 = packed_k_span(c, next, stride, si);
+        int32x4_t s[16];
+        for (int a = 0; a < 16; a++) {
+            s[a] = vdupq_n_s32(0);
+        }
+        for (int k4 = 0; k4 < n4; k4++) {
+            uint8x16_t q[16];
+            packed_k_quad(c, rows + 4*k4, o64, q);
+            const int8x16_t h = vreinterpretq_s8_s32(vdupq_n_s32(h4[k4]));
+            for (int a = 0; a < 16; a++) {
+                s[a] = packed_sdot(s[a], vreinterpretq_s8_u8(q[a]), h);
+            }
+        }
+        // scale the group's sums into the column's: 16 outputs at a time
+        for (int b = 0; b < 4; b++) {
+            const int64_t j  = o64*64 + 16*b;
+            const uint8x16_t sb = vld1q_u8(c->sc + g*c->n + j);
+            int32x4_t sc[4];
+            if (c->type == GGML_TYPE_Q6_K) {
+                const int16x8_t lo = vmovl_s8(vget_low_s8(vreinterpretq_s8_u8(sb)));
+                const int16x8_t hi = vmovl_high_s8(vreinterpretq_s8_u8(sb));
+                sc[0] = vmovl_s16(vget_low_s16(lo)); sc[1] = vmovl_high_s16(lo);
+                sc[2] = vmovl_s16(vget_low_s16(hi)); sc[3] = vmovl_high_s16(hi);
+            } else {
+                const uint16x8_t lo = vmovl_u8(vget_low_u8(sb));
+                const uint16x8_t hi = vmovl_high_u8(sb);
+                sc[0] = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(lo))); sc[1] = vreinterpretq_s32_u32(vmovl_high_u16(lo));
+                sc[2] = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(hi))); sc[3] = vreinterpretq_s32_u32(vmovl_high_u16(hi));
+                const uint8x16_t mb  = vld1q_u8(c->mn + g*c->n + j);
+                const uint16x8_t mlo = vmovl_u8(vget_low_u8(mb));
+                const uint16x8_t mhi = vmovl_high_u8(mb);
+                const int32x4_t mn[4] = {
+                    vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(mlo))), vreinterpretq_s32_u32(vmovl_high_u16(mlo)),
+                    vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(mhi))), vreinterpretq_s32_u32(vmovl_high_u16(mhi)),
+                };
+                for (int k = 0; k < 4; k++) {
+                    int32x4_t mv = vmulq_n_s32(mn[k], sum_h);
+                    if (!first) {
+                        mv = vaddq_s32(mv, vld1q_s32(m + j + 4*k));
+                    }
+                    vst1q_s32(m + j + 4*k, mv);
+                }
+            }
+            for (int k = 0; k < 4; k++) {
+                int32x4_t v = vmulq_s32(vsubq_s32(s[4*b + k], vdupq_n_s32(sub)), sc[k]);
+                if (!first) {
+                    v = vaddq_s32(v, vld1q_s32(t + j + 4*k));
+                }
+                vst1q_s32(t + j + 4*k, v);
+            }
+        }
+    }
+}
+
+// y[j] += dh*(d[j]*t[j] - dmin[j]*m[j])
+static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t, const int32_t * m, float * y) {
+    for (int64_t j = c->s0*64; j < c->s1*64; j += 4) {
+        const float32x4_t d = vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *) c->d + j))), dh);
+        float32x4_t r = vfmaq_f32(vld1q_f32(y + j), d, vcvtq_f32_s32(vld1q_s32(t + j)));
+        if (c->dmin) {
+            const float32x4_t dm = vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *) c->dmin + j))), dh);
+            r = vfmsq_f32(r, dm, vcvtq_f32_s32(vld1q_s32(m + j)));
+        }
+        vst1q_f32(y + j, r);
     }
 }
 

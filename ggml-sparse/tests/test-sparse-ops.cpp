@@ -249,7 +249,7 @@ static void test_mul_mat_nm(ggml_type type, int64_t k, int64_t rows, int64_t col
           max_err, scale);
     // 2:4 F32/F16 rows take a fused gather-and-dot (f32 input, its own summation order)
     const bool fused = n == 2 && m == 4 && (type == GGML_TYPE_F32 || type == GGML_TYPE_F16);
-    // 2:4 Q8_0/Q4_0 rows (on CPUs with AVX2 and BMI2) take the int8 path: then the result is the
+    // 2:4 Q8_0/Q4_0 rows (AVX2 and NEON builds) take the int8 path: then the result is the
     // masked product with the input rounded in blocks of 64, up to float summation
     const bool int8 = n == 2 && m == 4 && (type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0) &&
                       max_err_int8 <= 1e-5 * scale;
@@ -368,6 +368,13 @@ static void test_axpy_packed(ggml_type type, int64_t k, int64_t n, int64_t m, fl
     ggml_free(ctx);
 }
 
+// BENCH_ONLY=dense|sparse: the bench modes compute only that side (its time is reported, the other
+// as 0), for counting one side's executed instructions (docs/arm.md)
+static int bench_only() {
+    const char * only = getenv("BENCH_ONLY");
+    return only == nullptr ? -1 : std::string(only) == "dense" ? 0 : 1;
+}
+
 // `test-sparse-ops bench-nm TYPE K ROWS [REPS] [THREADS]`: one token through a K x ROWS weight,
 // dense ggml_mul_mat against 2:4 ggml_mul_mat_nm (with a permutation), alternated; medians.
 static int bench_nm(const char * type_name, int64_t k, int64_t rows, int reps, int threads) {
@@ -409,6 +416,10 @@ static int bench_nm(const char * type_name, int64_t k, int64_t rows, int reps, i
     std::vector<double> td, ts;
     for (int r = 0; r < reps; r++) {
         for (int which = 0; which < 2; which++) {
+            if (bench_only() >= 0 && which != bench_only()) {
+                (which == 0 ? td : ts).push_back(0.0);
+                continue;
+            }
             const auto t0 = std::chrono::steady_clock::now();
             ggml_graph_compute_with_ctx(ctx, which == 0 ? gd : gs, threads);
             const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
@@ -491,6 +502,10 @@ static int bench_packed(const char * type_name, int64_t k, int64_t n, float spar
     std::vector<double> td, ts;
     for (int r = 0; r < reps; r++) {
         for (int which = 0; which < 2; which++) {
+            if (bench_only() >= 0 && which != bench_only()) {
+                (which == 0 ? td : ts).push_back(0.0);
+                continue;
+            }
             const auto t0 = std::chrono::steady_clock::now();
             ggml_graph_compute(which == 0 ? gd : gs, &plans[which]);
             const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
@@ -520,6 +535,9 @@ int main(int argc, char ** argv) {
         return bench_nm(argv[2], std::atoll(argv[3]), std::atoll(argv[4]), argc > 5 ? std::atoi(argv[5]) : 21,
                         argc > 6 ? std::atoi(argv[6]) : 2);
     }
+    // the SIMD the sparse kernels were compiled with (ggml-cpu's flags): AVX2, or NEON with or
+    // without the dot-product instructions; each has its own kernels, all checked below
+    std::printf("kernels: AVX2=%d NEON=%d DOTPROD=%d\n", ggml_cpu_has_avx2(), ggml_cpu_has_neon(), ggml_cpu_has_dotprod());
     std::mt19937 rng(42);
     const ggml_type types[] = {
         GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0,
@@ -540,6 +558,17 @@ int main(int argc, char ** argv) {
             }
         }
     }
+    // unquantized weights with outputs in spans of 32 (the fused kernels' unit), split unevenly
+    for (ggml_type type : { GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16 }) {
+        for (int threads = 1; threads <= 4; threads++) {
+            for (float s : {0.0f, 0.5f, 1.0f}) {
+                for (int64_t m : {1, 3}) {
+                    test_axpy_sparse(type, 7 * 32, 29, m, s, threads, rng);
+                    cases++;
+                }
+            }
+        }
+    }
     for (ggml_type type : { GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K }) {
         CHECK(ggml_sparse_packed_column_size(type, 48) == 0, "%s: 48 outputs cannot be packed", ggml_type_name(type));
         const int64_t col  = ggml_sparse_packed_column_inputs(type);
@@ -555,7 +584,9 @@ int main(int argc, char ** argv) {
                     // columns); spans of outputs split unevenly over the threads
                     test_axpy_packed(type, (col == 32 ? 7 : 3) * col, 3 * span, m, s, threads, rng);
                     test_axpy_packed(type, (col == 32 ? 5 : 1) * col, 9 * span, m, s, threads, rng);
-                    cases += 2;
+                    // 21 spans (a count divisible by 3 and 7: the K-quants' scattered span order)
+                    test_axpy_packed(type, col, 21 * span, m, s, threads, rng);
+                    cases += 3;
                 }
             }
         }
