@@ -17,6 +17,35 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# clang with its sanitizer runtimes and libFuzzer, for the ASan+UBSan build and the loader's fuzzer
+# (scripts/sanitize.py); Debian ships the runtimes in libclang-rt-<version>-dev
+fuzz_ok() {
+  command -v clang++ >/dev/null && printf 'extern "C" int LLVMFuzzerTestOneInput(const char *, unsigned long) { return 0; }\n' |
+    clang++ -x c++ -fsanitize=fuzzer,address,undefined - -o /dev/null 2>/dev/null
+}
+if ! fuzz_ok; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing clang and its sanitizer and fuzzer runtimes" >&2
+    apt-get update -qq && apt-get install -y -qq clang >/dev/null
+    rt="libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
+    if apt-cache show "$rt" >/dev/null 2>&1; then apt-get install -y -qq "$rt" >/dev/null; fi
+    fuzz_ok || echo "setup: clang cannot link -fsanitize=fuzzer,address,undefined; scripts/sanitize.py will fail" >&2
+  else
+    echo "setup: please install clang and its sanitizer runtimes (Debian: clang libclang-rt-<version>-dev)" >&2
+  fi
+fi
+
+# the aarch64 cross compiler and qemu's user-mode emulator, for scripts/arm-check.sh (the sparse ops
+# built for 64-bit ARM and tested under emulation)
+if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64-static >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing g++-aarch64-linux-gnu qemu-user-static" >&2
+    apt-get update -qq && apt-get install -y -qq g++-aarch64-linux-gnu qemu-user-static >/dev/null
+  else
+    echo "setup: please install g++-aarch64-linux-gnu and qemu-user-static (scripts/arm-check.sh needs them)" >&2
+  fi
+fi
+
 [ -x .venv/bin/python ] || python3 -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate
