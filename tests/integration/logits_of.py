@@ -14,7 +14,7 @@ TEXT = ("The quick brown fox jumps over the lazy dog. Sparse activations skip wo
 
 
 def in_subprocess(model: Path, out: Path, lib_dir: Path | None = None, windows: Path | None = None,
-                  n_batch: int = 512, env: dict | None = None) -> np.ndarray:
+                  n_batch: int = 512, env: dict | None = None, capture: bool = False) -> np.ndarray:
     """Logits from `model`, computed by the library in lib_dir (default: the patched one).
 
     Without `windows`: the logits of TEXT, [tokens, vocab]. With `windows` (an .npy of token ids,
@@ -22,7 +22,8 @@ def in_subprocess(model: Path, out: Path, lib_dir: Path | None = None, windows: 
     token per decode call, which is the path the sparse kernels take. LOGITS_KV_F32=1 in `env`
     keeps the KV cache in f32 (llama.cpp's default f16 rounds every key and value).
     LOGITS_DECISIONS=FILE.npz in `env` also writes the runtime's channel decisions (see
-    `_DecisionRecorder`; windows only).
+    `_DecisionRecorder`; windows only). LOGITS_RPC=host:port,... in `env` adds those rpc-server
+    workers as devices (as llama.cpp's --rpc does) and offloads every layer to them.
     """
     full_env = dict(os.environ, **(env or {}))
     if lib_dir is not None:
@@ -30,7 +31,7 @@ def in_subprocess(model: Path, out: Path, lib_dir: Path | None = None, windows: 
     cmd = [sys.executable, __file__, str(model), str(out), str(n_batch)]
     if windows is not None:
         cmd.append(str(windows))
-    subprocess.run(cmd, env=full_env, check=True)
+    subprocess.run(cmd, env=full_env, check=True, capture_output=capture, text=capture)
     return np.load(out)
 
 
@@ -112,15 +113,44 @@ def _record_decisions(llm, lib_dir: Path) -> _DecisionRecorder:
     return recorder
 
 
+def _add_rpc_workers(servers: str, lib_dir: Path) -> None:
+    """What llama.cpp's --rpc does (common/arg.cpp, add_rpc_devices), through the ggml library
+    llama_cpp loaded."""
+    import ctypes
+
+    ggml = ctypes.CDLL(str(lib_dir / "libggml.so"))
+    base = ctypes.CDLL(str(lib_dir / "libggml-base.so"))
+    ggml.ggml_backend_reg_by_name.restype = ctypes.c_void_p
+    ggml.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
+    base.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+    base.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    ggml.ggml_backend_register.argtypes = [ctypes.c_void_p]
+    rpc = ggml.ggml_backend_reg_by_name(b"RPC")
+    if not rpc:
+        raise SystemExit("logits_of: the runtime has no RPC backend")
+    add_server = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(
+        base.ggml_backend_reg_get_proc_address(rpc, b"ggml_backend_rpc_add_server"))
+    for server in servers.split(","):
+        reg = add_server(server.encode())
+        if not reg:
+            raise SystemExit(f"logits_of: cannot add RPC server {server}")
+        ggml.ggml_backend_register(reg)
+
+
 def main(model: str, out: str, n_batch: int, windows: str | None) -> None:
     import llama_cpp
     from llama_cpp import Llama
+
+    offload = {}
+    if os.environ.get("LOGITS_RPC"):
+        _add_rpc_workers(os.environ["LOGITS_RPC"], Path(llama_cpp.llama_cpp._lib._name).parent)
+        offload = {"n_gpu_layers": 99}
 
     rows = np.load(windows) if windows else None
     n_ctx = max(256, rows.shape[1]) if rows is not None else 256
     kv = {"type_k": 0, "type_v": 0} if os.environ.get("LOGITS_KV_F32") == "1" else {}  # 0: GGML_TYPE_F32
     llm = Llama(model_path=model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, logits_all=True,
-                verbose=False, n_threads=2, **kv)
+                verbose=False, n_threads=2, **kv, **offload)
     if rows is None:
         tokens = llm.tokenize(TEXT.encode())
         llm.eval(tokens)

@@ -35,3 +35,18 @@ def version_key(version: int = layout.FORMAT_VERSION) -> ExtraKey:
 def write(model: Path, out: Path, tensors: list[ExtraTensor], keys: list[ExtraKey] | None = None) -> Path:
     write_with_extras(model, out, [version_key()] if keys is None else keys, tensors, progress=False)
     return out
+
+
+SMALL_CALIBRATION = ["--calib-tokens", "1024", "--calib-seq-len", "256", "-q"]
+
+
+def converted_chess(model: Path, out: Path, sparsity: str = "0.5", attn_sparsity: str = "0.5") -> Path:
+    """`ggufsparse convert MODEL --sparsity S --attn-sparsity A` on a little calibration text."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "ggufsparse", "convert", str(model), "-o", str(out),
+                           "--sparsity", sparsity, "--attn-sparsity", attn_sparsity, *SMALL_CALIBRATION],
+                          capture_output=True, text=True, check=False, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out

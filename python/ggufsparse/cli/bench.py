@@ -23,9 +23,15 @@ def add_parser(sub) -> None:
     p.add_argument("dense", help="the dense GGUF (or a known model's name, or 'default'); alone: the sparse GGUF")
     p.add_argument("sparse", nargs="?", help="the sparse GGUF made from DENSE")
     p.add_argument("-r", "--reps", type=int, default=5, help="repetitions of each model (default 5)")
-    p.add_argument("--tg", type=int, default=128, help="tokens generated per decode test (default 128; 0: none)")
-    p.add_argument("--pp", type=int, default=512, help="prompt tokens per prompt test (default 512; 0: none)")
+    p.add_argument("--tg", type=int, help="tokens generated per decode test (default 128; 0: none; "
+                   "--parallel: per stream, default 32)")
+    p.add_argument("--pp", type=int, help="prompt tokens per prompt test (default 512; 0: none; "
+                   "--parallel: each stream's prompt, default 128)")
     p.add_argument("-t", "--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--parallel", metavar="N,N,...",
+                   help="served throughput instead: N streams decoding together (e.g. 1,2,4,8) with "
+                   "llama-batched-bench, alternated as above; prints aggregate decode tokens/s, each stream's "
+                   "milliseconds a token, and from how many streams on the sparse file is slower")
     p.add_argument("--json", action="store_true", help="print medians, ratios and every run as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -34,9 +40,13 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.reps < 1:
         raise UserError("--reps must be at least 1")
+    levels = None if args.parallel is None else _levels(args.parallel)
     # one file: that file against its own dense path
     dense, sparse = (None, resolve(args.dense)) if args.sparse is None else (resolve(args.dense), Path(args.sparse))
-    dense_speeds, sparse_speeds = bench.run(dense, sparse, args.reps, args.tg, args.pp, args.threads,
+    if levels is not None:
+        return _run_parallel(args, dense, sparse, levels)
+    tg, pp = 128 if args.tg is None else args.tg, 512 if args.pp is None else args.pp
+    dense_speeds, sparse_speeds = bench.run(dense, sparse, args.reps, tg, pp, args.threads,
                                             progress=not args.quiet)
     bound = bench.decode_bound(dense, sparse, dense_speeds, sparse_speeds)
     rep = bench.report(dense_speeds, sparse_speeds, bound)
@@ -44,4 +54,25 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rep, indent=2))
     else:
         print(bench.table(rep))
+    return 0
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        levels = [int(v) for v in text.split(",")]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        raise UserError(f"--parallel {text}: a list of stream counts such as 1,2,4,8")
+    return levels
+
+
+def _run_parallel(args: argparse.Namespace, dense: Path | None, sparse: Path, levels: list[int]) -> int:
+    tg = args.tg or 32
+    pp = 128 if args.pp is None else args.pp  # each stream's prompt; decode is what is timed
+    dense_speeds, sparse_speeds = bench.run_parallel(dense, sparse, args.reps, levels, tg, pp, args.threads,
+                                                     progress=not args.quiet)
+    rep = bench.report(dense_speeds, sparse_speeds)
+    rep["streams"] = levels
+    print(json.dumps(rep, indent=2) if args.json else bench.parallel_table(rep))
     return 0

@@ -160,3 +160,76 @@ def table(rep: dict) -> str:
         text = ", ".join(f"{k} {v:.3f}" for k, v in sp.items()) if sp else "none (no sparse layer ran)"
         lines.append(f"channels skipped over the {side} runs: {text}")
     return "\n".join(lines)
+
+
+# Served throughput: several sequences decoding together, with llama.cpp's llama-batched-bench
+# (one call per model and repetition, alternated as above). A test "tg32x4" is 4 streams of 32
+# tokens each, decoded as batches of 4 tokens; its tokens/s are the streams' aggregate.
+
+def parallel_test(tg: int, streams: int) -> str:
+    return f"tg{tg}x{streams}"
+
+
+def streams_of(test: str) -> int:
+    return int(test.rpartition("x")[2]) if "x" in test else 1
+
+
+def _one_parallel_run(tool_path: Path, model: Path, levels: list[int], tg: int, pp: int, threads: int,
+                      env: dict[str, str]) -> tuple[dict[str, float], dict | None]:
+    ctx = max(levels) * (pp + tg) + 16
+    cmd = [str(tool_path), "-m", str(model), "-c", str(ctx), "-b", "2048", "-ub", "512", "-npp", str(pp),
+           "-ntg", str(tg), "-npl", ",".join(map(str, levels)), "-t", str(threads), "--output-format", "jsonl"]
+    stats = runtime_stats.new_report_path()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                          env={**os.environ, **env, runtime_stats.ENV: str(stats)})
+    report = runtime_stats.read_report(stats)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"llama-batched-bench failed on {model}: {last}")
+    speeds = {}
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.startswith("{") and '"speed_tg"' in line:
+            row = json.loads(line)
+            speeds[parallel_test(tg, int(row["pl"]))] = float(row["speed_tg"])
+    missing = [n for n in levels if parallel_test(tg, n) not in speeds]
+    if missing:
+        raise UserError(f"llama-batched-bench printed no result for {missing[0]} streams on {model}")
+    return speeds, report
+
+
+def run_parallel(dense: Path | None, sparse: Path, reps: int, levels: list[int], tg: int, pp: int, threads: int,
+                 progress: bool = True) -> tuple[Speeds, Speeds]:
+    """As `run`, for `levels` streams decoding together: aggregate decode tokens/s per level."""
+    from tqdm import tqdm
+
+    for m in (dense, sparse):
+        if m is not None and not m.is_file():
+            raise UserError(f"{m}: file not found")
+    batched = tool("llama-batched-bench")
+    sides = ((dense, {}) if dense is not None else (sparse, DENSE_ENV), (sparse, {}))
+    dense_name = str(dense) if dense is not None else f"{sparse} (GGUFSPARSE_DENSE=1)"
+    results = (Speeds(dense_name), Speeds(str(sparse)))
+    for _ in tqdm(range(reps), desc="benchmark", unit="rep", disable=not progress):
+        for (model, env), speeds in zip(sides, results):
+            run_speeds, report = _one_parallel_run(batched, model, levels, tg, pp, threads, env)
+            for test, ts in run_speeds.items():
+                speeds.runs.setdefault(test, []).append(ts)
+            speeds.add_counts(report)
+    return results
+
+
+def parallel_table(rep: dict) -> str:
+    """`table` for served throughput: aggregate tokens/s and each stream's milliseconds a token."""
+    lines = [f"dense:  {rep['dense']}", f"sparse: {rep['sparse']}",
+             (f"medians of {rep['reps']} alternated repetitions; decode of several streams together "
+              "(llama-batched-bench)"),
+             (f"{'streams':>7} {'dense t/s':>10} {'sparse t/s':>11} {'sparse/dense':>13} "
+              f"{'dense ms/tok':>13} {'sparse ms/tok':>14}")]
+    for test, r in rep["tests"].items():
+        n = streams_of(test)
+        lines.append(f"{n:>7} {r['dense_tps']:>10.2f} {r['sparse_tps']:>11.2f} {r['ratio']:>12.3f}x "
+                     f"{1000 * n / r['dense_tps']:>13.1f} {1000 * n / r['sparse_tps']:>14.1f}")
+    slower = [streams_of(t) for t, r in rep["tests"].items() if r["ratio"] < 1.0]
+    lines.append(f"the sparse file is slower from {min(slower)} streams on" if slower else
+                 "the sparse file is not slower at any level measured")
+    return "\n".join(lines)

@@ -123,7 +123,7 @@ def _check_nm(fields, tensors, bad) -> int:
         elif stem.endswith("_nm_idx"):
             if pattern is None:
                 raise bad(f"tensor '{name}' needs the '{K.NM_PATTERN}' key")
-            n, m = (int(v) for v in str(pattern).split(":"))
+            m = int(str(pattern).split(":")[1])
             vals = tensors.get(name.replace("_nm_idx", "_nm.weight"))
             if vals is None:
                 raise bad(f"tensor '{name}' has no kept values '{name.replace('_nm_idx', '_nm.weight')}'")

@@ -32,9 +32,11 @@ from ggufsparse.paths import PATCHES_DIR, SPARSE_OPS_DIR, cache_dir
 from ggufsparse.runtime import sdist as sdist_mod
 from ggufsparse.runtime import source
 
-TOOLS = ("llama-cli", "llama-server", "llama-bench", "llama-perplexity", "llama-quantize", "test-backend-ops",
-         "test-sparse-ops")
+TOOLS = ("llama-cli", "llama-server", "llama-bench", "llama-batched-bench", "llama-perplexity", "llama-quantize",
+         "ggml-rpc-server", "test-backend-ops", "test-sparse-ops")
 LIBRARY_TARGETS = ("llama", "ggml")
+# the stock build: the libraries, and a worker for ggml-rpc (the one a patched client must refuse)
+STOCK_TARGETS = (*LIBRARY_TARGETS, "ggml-rpc-server")
 STOCK = "stock"
 DEFAULT_CUDA_ARCHS = "75;80;86;89;90"
 
@@ -62,7 +64,7 @@ class BuildFlags:
             "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON",
             "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_COMMON=ON",
             "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TESTS=ON",
-            "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF", "-DGGML_BLAS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_APP=OFF", "-DGGML_BLAS=OFF", "-DGGML_RPC=ON",
             f"-DGGML_NATIVE={'ON' if self.native else 'OFF'}",
             f"-DGGML_CUDA={'ON' if self.backend == 'cuda' else 'OFF'}",
             f"-DGGML_METAL={'ON' if self.backend == 'metal' else 'OFF'}",
@@ -232,7 +234,7 @@ def _configure(work: Path, flags: BuildFlags, env: dict, launchers: list[str], l
 
 
 def _targets(flags: BuildFlags) -> list[str]:
-    return list(LIBRARY_TARGETS) if flags.stock else [*LIBRARY_TARGETS, *TOOLS]
+    return list(STOCK_TARGETS) if flags.stock else [*LIBRARY_TARGETS, *TOOLS]
 
 
 def _install_bindings(work: Path, version: str, bin_dir: Path) -> None:
