@@ -89,18 +89,23 @@ def run(dense: Path | None, sparse: Path, reps: int, tg: int, pp: int, threads: 
         progress: bool = True) -> tuple[Speeds, Speeds]:
     """dense None: the dense side is `sparse` itself with its sparsity tensors ignored (the only
     dense baseline of a fine-tuned file, whose weights no other file holds)."""
+    bench = tool("llama-bench")
+    return _alternated(dense, sparse, reps, lambda model, env: _one_run(bench, model, tg, pp, threads, env), progress)
+
+
+def _alternated(dense: Path | None, sparse: Path, reps: int, one_run, progress: bool) -> tuple[Speeds, Speeds]:
+    """`reps` rounds of one_run(model, env) on each side in turn: (tokens/s per test, report)."""
     from tqdm import tqdm
 
     for m in (dense, sparse):
         if m is not None and not m.is_file():
             raise UserError(f"{m}: file not found")
-    bench = tool("llama-bench")
     sides = ((dense, {}) if dense is not None else (sparse, DENSE_ENV), (sparse, {}))
     dense_name = str(dense) if dense is not None else f"{sparse} (GGUFSPARSE_DENSE=1)"
     results = (Speeds(dense_name), Speeds(str(sparse)))
     for _ in tqdm(range(reps), desc="benchmark", unit="rep", disable=not progress):
         for (model, env), speeds in zip(sides, results):
-            run_speeds, report = _one_run(bench, model, tg, pp, threads, env)
+            run_speeds, report = one_run(model, env)
             for test, ts in run_speeds.items():
                 speeds.runs.setdefault(test, []).append(ts)
             speeds.add_counts(report)
@@ -200,22 +205,9 @@ def _one_parallel_run(tool_path: Path, model: Path, levels: list[int], tg: int, 
 def run_parallel(dense: Path | None, sparse: Path, reps: int, levels: list[int], tg: int, pp: int, threads: int,
                  progress: bool = True) -> tuple[Speeds, Speeds]:
     """As `run`, for `levels` streams decoding together: aggregate decode tokens/s per level."""
-    from tqdm import tqdm
-
-    for m in (dense, sparse):
-        if m is not None and not m.is_file():
-            raise UserError(f"{m}: file not found")
     batched = tool("llama-batched-bench")
-    sides = ((dense, {}) if dense is not None else (sparse, DENSE_ENV), (sparse, {}))
-    dense_name = str(dense) if dense is not None else f"{sparse} (GGUFSPARSE_DENSE=1)"
-    results = (Speeds(dense_name), Speeds(str(sparse)))
-    for _ in tqdm(range(reps), desc="benchmark", unit="rep", disable=not progress):
-        for (model, env), speeds in zip(sides, results):
-            run_speeds, report = _one_parallel_run(batched, model, levels, tg, pp, threads, env)
-            for test, ts in run_speeds.items():
-                speeds.runs.setdefault(test, []).append(ts)
-            speeds.add_counts(report)
-    return results
+    return _alternated(dense, sparse, reps,
+                       lambda model, env: _one_parallel_run(batched, model, levels, tg, pp, threads, env), progress)
 
 
 def parallel_table(rep: dict) -> str:
