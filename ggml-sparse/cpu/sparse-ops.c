@@ -53,9 +53,13 @@ void ggml_compute_forward_sparse_act(const struct ggml_compute_params * params, 
     const bool    per_channel = thr->ne[0] == n && n > 1;
     const float * t     = (const float *) thr->data;
 
-    // split each row's elements: decode has one row
-    const int64_t i0 = (n * params->ith) / params->nth;
-    const int64_t i1 = (n * (params->ith + 1)) / params->nth;
+    // split each row's elements (decode has one row) in spans of 64: ggml_vec_silu_f32's vector
+    // part and its scalar tail round differently, so every element must fall in the same part
+    // whatever the number of threads (the thresholds would turn that into other channels kept)
+    const int64_t unit = 64;
+    const int64_t nu   = n / unit;
+    const int64_t i0 = ((nu * params->ith) / params->nth) * unit;
+    const int64_t i1 = params->ith == params->nth - 1 ? n : ((nu * (params->ith + 1)) / params->nth) * unit;
 
     // the zero count is read only by the sparsity report
     const bool count = ggml_sparse_stats_counting(dst);
@@ -355,7 +359,17 @@ static void sparse_axpy4_floats(const float * const rows[4], const float c[4], f
     sparse_axpy4_f32((const char * const *) rows, c, y, len / 32);
 #endif
     for (; j < len; j++) {
+#ifdef SPARSE_AXPY4
+        // as the kernel does each lane, so that an output's bits do not depend on whether the
+        // thread's slice puts it in the kernel's part or in this tail
+        float a = y[j];
+        for (int r = 0; r < 4; r++) {
+            a = fmaf(c[r], rows[r][j], a);
+        }
+        y[j] = a;
+#else
         y[j] += c[0]*rows[0][j] + c[1]*rows[1][j] + c[2]*rows[2][j] + c[3]*rows[3][j];
+#endif
     }
 }
 

@@ -156,8 +156,8 @@ static inline void packed_prefetch(const packed_pairs * p, int k1, size_t off) {
 }
 
 // Q4_0 / Q4_1: |h| <= 127 and |q - 8| <= 8, so the int16 sums of 16 pairs stay below 32767
-static void packed_column_q4(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
-                             uint32_t active, float * y, __m256i * acc) {
+static void packed_column_q4(enum ggml_type type, const uint8_t * col, int64_t n, int64_t g0, int64_t g1,
+                             const block_q8_0 * hb, uint32_t active, float * y, __m256i * acc) {
     const ggml_fp16_t * d  = (const ggml_fp16_t *) col;
     const ggml_fp16_t * mn = type == GGML_TYPE_Q4_1 ? d + n : NULL;
     const uint8_t     * q  = col + (mn ? 4 : 2) * n;
@@ -171,7 +171,7 @@ static void packed_column_q4(enum ggml_type type, const uint8_t * col, int64_t n
     for (int k0 = 0; k0 < p.n; k0 += PACKED_CHUNK) {
         const int  k1   = packed_chunk_end(k0, p.n);
         const bool last = k1 == p.n;
-        for (int64_t g = 0; g < n / PACKED_GROUP; g++) {
+        for (int64_t g = g0; g < g1; g++) {
             if ((g & 3) == 0) {
                 packed_prefetch(&p, k1, g*16);   // a cache line holds 4 groups of a row
             }
@@ -197,8 +197,8 @@ static void packed_column_q4(enum ggml_type type, const uint8_t * col, int64_t n
 }
 
 // Q8_0: one pair's int16 sum can reach 32258, so every pair is widened to int32
-static void packed_column_q8(const uint8_t * col, int64_t n, const block_q8_0 * hb,
-                             uint32_t active, float * y, __m256i * acc) {
+static void packed_column_q8(const uint8_t * col, int64_t n, int64_t g0, int64_t g1,
+                             const block_q8_0 * hb, uint32_t active, float * y, __m256i * acc) {
     const ggml_fp16_t * d = (const ggml_fp16_t *) col;
     const uint8_t     * q = col + 2 * n;
     packed_pairs p;
@@ -208,7 +208,7 @@ static void packed_column_q8(const uint8_t * col, int64_t n, const block_q8_0 * 
     for (int k0 = 0; k0 < p.n; k0 += PACKED_CHUNK) {
         const int  k1   = packed_chunk_end(k0, p.n);
         const bool last = k1 == p.n;
-        for (int64_t g = 0; g < n / PACKED_GROUP; g++) {
+        for (int64_t g = g0; g < g1; g++) {
             if ((g & 1) == 0) {
                 packed_prefetch(&p, k1, g*32);   // a cache line holds 2 groups of a row
             }
@@ -237,13 +237,13 @@ static void packed_column_q8(const uint8_t * col, int64_t n, const block_q8_0 * 
     }
 }
 
-// y[0, n) += the column's contribution to all n outputs
-static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
-                          uint32_t active, float * y, void * scratch) {
+// y[32*g0, 32*g1) += the column's contribution to those of its n outputs
+static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, int64_t g0, int64_t g1,
+                          const block_q8_0 * hb, uint32_t active, float * y, void * scratch) {
     if (type == GGML_TYPE_Q8_0) {
-        packed_column_q8(col, n, hb, active, y, (__m256i *) scratch);
+        packed_column_q8(col, n, g0, g1, hb, active, y, (__m256i *) scratch);
     } else {
-        packed_column_q4(type, col, n, hb, active, y, (__m256i *) scratch);
+        packed_column_q4(type, col, n, g0, g1, hb, active, y, (__m256i *) scratch);
     }
 }
 #elif defined(__ARM_NEON) && defined(__aarch64__)
@@ -323,8 +323,8 @@ static inline void packed_finish32(const int32x4_t s[8], const ggml_fp16_t * d, 
 }
 
 // y[0, n) += the column's contribution to all n outputs, 32 outputs at a time
-static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
-                          uint32_t active, float * y, void * scratch) {
+static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, int64_t g0, int64_t g1,
+                          const block_q8_0 * hb, uint32_t active, float * y, void * scratch) {
     GGML_UNUSED(scratch);
     const ggml_fp16_t * d  = (const ggml_fp16_t *) col;
     const ggml_fp16_t * mn = type == GGML_TYPE_Q4_1 ? d + n : NULL;
@@ -338,7 +338,7 @@ static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, c
     // Q4 quants are unsigned here: Q4_0's w = d*(q - 8) subtracts 8*sum_h; Q4_1's w = d*q + m
     const int32_t off = type == GGML_TYPE_Q4_0 ? 8*p.sum_h : 0;
     const uint8x16_t low4 = vdupq_n_u8(0x0F);
-    for (int64_t g = 0; g < n / PACKED_GROUP; g++) {
+    for (int64_t g = g0; g < g1; g++) {
         if (g % (64 / span) == 0) {
             for (int r = 0; r < 4*p.n4; r++) {
                 PACKED_PREFETCH(p.row[r] + g*span + PACKED_AHEAD);
@@ -375,9 +375,9 @@ static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, c
     }
 }
 #else
-// y[0, n) += the column's contribution to all n outputs, in plain C (CPUs without AVX2 or NEON)
-static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, const block_q8_0 * hb,
-                          uint32_t active, float * y, void * scratch) {
+// y[32*g0, 32*g1) += the column's contribution to those outputs, in plain C (CPUs without AVX2 or NEON)
+static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, int64_t g0, int64_t g1,
+                          const block_q8_0 * hb, uint32_t active, float * y, void * scratch) {
     GGML_UNUSED(scratch);
     const ggml_fp16_t * d  = (const ggml_fp16_t *) col;
     const ggml_fp16_t * mn = type == GGML_TYPE_Q4_1 ? d + n : NULL;
@@ -388,7 +388,7 @@ static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, c
     for (int i = 0; i < 32; i++) {
         sum_h += hb->qs[i];
     }
-    for (int64_t j = 0; j < n; j++) {
+    for (int64_t j = g0*PACKED_GROUP; j < g1*PACKED_GROUP; j++) {
         int32_t acc = 0;
         for (int i = 0; i < 32; i++) {
             if (!(active >> i & 1)) {
@@ -915,10 +915,10 @@ static bool packed_k_any(const block_q8_K * hb) {
     return false;
 }
 
-// a thread's scratch: partial outputs for every token, then the partial sums of one group
-// (4 bytes per output), or of one K-quant column (8 bytes per output)
-static size_t packed_scratch_size(int64_t n, int64_t m) {
-    return GGML_PAD((size_t) (n * m) * sizeof(float), PACKED_LINE) + GGML_PAD((size_t) n * 2 * sizeof(int32_t), PACKED_LINE);
+// a thread's scratch: the integer sums of a column's outputs (up to 4 bytes per output for
+// Q4_0/Q4_1/Q8_0, 8 for the K-quants)
+static size_t packed_scratch_size(int64_t n) {
+    return GGML_PAD((size_t) n * 2 * sizeof(int32_t), PACKED_LINE);
 }
 
 // h quantized as the type's dot products quantize it: Q8_0, or Q8_K for the K-quants
@@ -942,39 +942,38 @@ void ggml_sparse_axpy_packed(const struct ggml_compute_params * params, struct g
     const int64_t m        = h->ne[1];
     const int64_t col_in   = ggml_sparse_packed_column_inputs(type);
     const int64_t n_cols   = k / col_in;
-    const int64_t n_groups = n / PACKED_GROUP;
     const enum ggml_type h_type = packed_h_type(type);
 
-    // Threads split the columns: each reads whole rows (long sequential streams) into partial
-    // outputs of its own, summed after one barrier. Each thread quantizes h for its own columns,
-    // so no barrier is needed before the products.
-    const int64_t c0 = (n_cols * ith) / nth;
-    const int64_t c1 = (n_cols * (ith + 1)) / nth;
+    // h is quantized by all threads together, then threads split the outputs (groups of 32; spans
+    // of 64 for the K-quants), each adding every active column into its part of dst directly. An
+    // output's sum runs over the columns in one order whatever the number of threads, so the
+    // result does not depend on it: the thresholds would turn such rounding into other channels kept.
     const size_t  hq_row  = ggml_row_size(h_type, k);
     const size_t  hq_blk  = ggml_type_size(h_type);
     char        * scratch = (char *) params->wdata + packed_hq_size(type, k, m);
-    float       * part    = (float *) (scratch + ith * packed_scratch_size(n, m));
-    void        * acc     = (char *) part + GGML_PAD((size_t) (n * m) * sizeof(float), PACKED_LINE);
+    void        * acc     = scratch + ith * packed_scratch_size(n);
     const ggml_from_float_t to_q8 = ggml_get_type_traits_cpu(h_type)->from_float;
 
+    const int64_t n_blk = n_cols * m;
+    for (int64_t b = (n_blk * ith) / nth; b < (n_blk * (ith + 1)) / nth; b++) {
+        const int64_t t = b / n_cols, c = b % n_cols;
+        to_q8((const float *) ((const char *) h->data + t*h->nb[1]) + c*col_in,
+              (char *) params->wdata + t*hq_row + c*hq_blk, col_in);
+    }
+    ggml_barrier(params->threadpool);
+
+    const int64_t unit = col_in == QK_K ? 64 : PACKED_GROUP;
+    const int64_t s0 = ((n / unit) * ith) / nth;
+    const int64_t s1 = ((n / unit) * (ith + 1)) / nth;
+    for (int64_t t = 0; t < m; t++) {
+        memset((char *) dst->data + t*dst->nb[1] + s0*unit*sizeof(float), 0, (size_t) (s1 - s0)*unit*sizeof(float));
+    }
+    if (s1 == s0) {
+        return;
+    }
+
     if (col_in == QK_K) {
-        // K-quants: threads split the outputs (spans of 64), each reading its part of every active
-        // row for all columns into dst directly, after h is quantized by all threads together
-        const int64_t n_blk = n_cols * m;
-        for (int64_t b = (n_blk * ith) / nth; b < (n_blk * (ith + 1)) / nth; b++) {
-            const int64_t t = b / n_cols, c = b % n_cols;
-            to_q8((const float *) ((const char *) h->data + t*h->nb[1]) + c*col_in,
-                  (char *) params->wdata + t*hq_row + c*hq_blk, col_in);
-        }
-        ggml_barrier(params->threadpool);
-        const int64_t s0 = ((n / 64) * ith) / nth;
-        const int64_t s1 = ((n / 64) * (ith + 1)) / nth;
-        for (int64_t t = 0; t < m; t++) {
-            memset((char *) dst->data + t*dst->nb[1] + s0*64*sizeof(float), 0, (size_t) (s1 - s0)*64*sizeof(float));
-        }
-        if (s1 == s0) {
-            return;
-        }
+        // K-quants: each thread reads its part of every active row for all columns
         for (int64_t c = 0; c < n_cols; c++) {
             const uint8_t * col = (const uint8_t *) wt->data + c*wt->nb[1];
             for (int64_t t = 0; t < m; t++) {
@@ -996,38 +995,16 @@ void ggml_sparse_axpy_packed(const struct ggml_compute_params * params, struct g
         return;
     }
 
-    memset(part, 0, (size_t) (n * m) * sizeof(float));
-    for (int64_t t = 0; t < m && c1 > c0; t++) {
-        const float * hv = (const float *) ((const char *) h->data + t*h->nb[1]);
-        to_q8(hv + c0*col_in, (char *) params->wdata + t*hq_row + c0*hq_blk, (c1 - c0)*col_in);
-    }
     // a column at a time for all tokens: a batch reads each column from memory once
-    for (int64_t c = c0; c < c1; c++) {
+    for (int64_t c = 0; c < n_cols; c++) {
         const uint8_t * col = (const uint8_t *) wt->data + c*wt->nb[1];
         for (int64_t t = 0; t < m; t++) {
-            const char * hq = (const char *) params->wdata + t*hq_row;
-            const block_q8_0 * hb = (const block_q8_0 *) (hq + c*hq_blk);
+            const block_q8_0 * hb = (const block_q8_0 *) ((const char *) params->wdata + t*hq_row + c*hq_blk);
             const uint32_t active = packed_active_inputs(hb);
             if (active == 0) {
                 continue;   // the whole column is skipped: neither scales nor quants are read
             }
-            packed_column(type, col, n, hb, active, part + t*n, acc);
-        }
-    }
-    ggml_barrier(params->threadpool);
-
-    // sum the partial outputs, each thread over its slice of the outputs
-    const int64_t j0 = ((n_groups * ith) / nth) * PACKED_GROUP;
-    const int64_t j1 = ((n_groups * (ith + 1)) / nth) * PACKED_GROUP;
-    for (int64_t t = 0; t < m; t++) {
-        float * y = (float *) ((char *) dst->data + t*dst->nb[1]);
-        // thread 0's partial outputs sit first in the scratch
-        memcpy(y + j0, (const float *) scratch + t*n + j0, (size_t) (j1 - j0) * sizeof(float));
-        for (int r = 1; r < nth; r++) {
-            const float * pr = (const float *) (scratch + r * packed_scratch_size(n, m)) + t*n;
-            for (int64_t j = j0; j < j1; j++) {
-                y[j] += pr[j];
-            }
+            packed_column(type, col, n, s0, s1, hb, active, (float *) ((char *) dst->data + t*dst->nb[1]), acc);
         }
     }
 }
@@ -1036,7 +1013,7 @@ size_t ggml_sparse_axpy_packed_work_size(const struct ggml_tensor * node, int n_
     const enum ggml_type type = (enum ggml_type) ggml_get_op_params_i32(node, 0);
     const int64_t k = node->src[1]->ne[0];
     const int64_t m = node->src[1]->ne[1];
-    return packed_hq_size(type, k, m) + (size_t) n_tasks * packed_scratch_size(node->ne[0], m);
+    return packed_hq_size(type, k, m) + (size_t) n_tasks * packed_scratch_size(node->ne[0]);
 }
 
 bool ggml_sparse_axpy_packed_supported(const struct ggml_tensor * op) {

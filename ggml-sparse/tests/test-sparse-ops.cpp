@@ -89,6 +89,19 @@ static void compute(ggml_context * ctx, ggml_tensor * out, int threads) {
     ggml_graph_compute_with_ctx(ctx, gf, threads);
 }
 
+// out computed again on one thread gives the same bits: each output's sum runs in one order
+// whatever the number of threads (the thresholds would turn another rounding into other channels kept)
+static void check_thread_invariant(ggml_context * ctx, ggml_tensor * out, int threads, const char * what, ggml_type type) {
+    if (threads == 1) {
+        return;
+    }
+    const float * y = (const float *) out->data;
+    const std::vector<float> got(y, y + ggml_nelements(out));
+    compute(ctx, out, 1);
+    CHECK(std::memcmp(got.data(), out->data, got.size() * sizeof(float)) == 0,
+          "%s %s %s: %d threads do not give 1 thread's bits", what, ggml_type_name(type), ggml_get_name(out), threads);
+}
+
 static void test_mul_mat_rows(ggml_type type, int64_t k, int64_t n, int64_t m, float sparsity, int threads, std::mt19937 & rng) {
     ggml_context * ctx = new_ctx();
     ggml_tensor * w = ggml_new_tensor_2d(ctx, type, k, n);
@@ -117,6 +130,7 @@ static void test_mul_mat_rows(ggml_type type, int64_t k, int64_t n, int64_t m, f
     }
     CHECK(max_err <= 1e-5 * scale, "mul_mat_rows %s k=%lld n=%lld m=%lld s=%.1f t=%d: max err %g (scale %g)",
           ggml_type_name(type), (long long) k, (long long) n, (long long) m, sparsity, threads, max_err, scale);
+    check_thread_invariant(ctx, sparse, threads, "mul_mat_rows", type);
     ggml_free(ctx);
 }
 
@@ -149,6 +163,7 @@ static void test_axpy_sparse(ggml_type type, int64_t n, int64_t k, int64_t m, fl
     }
     CHECK(max_err <= 1e-5 * scale, "axpy_sparse %s n=%lld k=%lld m=%lld s=%.1f t=%d: max err %g (scale %g)",
           ggml_type_name(type), (long long) n, (long long) k, (long long) m, sparsity, threads, max_err, scale);
+    check_thread_invariant(ctx, y, threads, "axpy_sparse", type);
     ggml_free(ctx);
 }
 
@@ -256,6 +271,7 @@ static void test_mul_mat_nm(ggml_type type, int64_t k, int64_t rows, int64_t col
     CHECK(fused || int8 || same_as_vec_dot,
           "mul_mat_nm %s %d:%d t=%d: differs from the type's own dot product on the gathered input (int8 path err %g)",
           ggml_type_name(type), n, m, threads, max_err_int8);
+    check_thread_invariant(ctx, y, threads, "mul_mat_nm", type);
     ggml_free(ctx);
 }
 
@@ -324,6 +340,7 @@ static void test_sparse_act(ggml_sparse_act_kind kind, int64_t n, int64_t m, boo
     }
     CHECK(checked > n * m / 2, "sparse_act: too few values checked");
     CHECK(zeros > 0, "sparse_act: nothing zeroed");
+    check_thread_invariant(ctx, y, threads, "sparse_act", GGML_TYPE_F32);
     ggml_free(ctx);
 }
 
@@ -365,6 +382,7 @@ static void test_axpy_packed(ggml_type type, int64_t k, int64_t n, int64_t m, fl
     const double tol = type == GGML_TYPE_Q4_1 ? 1e-3 : 1e-5;
     CHECK(max_err <= tol * scale, "axpy packed %s k=%lld n=%lld m=%lld s=%.1f t=%d: max err %g (scale %g)",
           ggml_type_name(type), (long long) k, (long long) n, (long long) m, sparsity, threads, max_err, scale);
+    check_thread_invariant(ctx, sparse, threads, "axpy packed", type);
     ggml_free(ctx);
 }
 
@@ -586,7 +604,9 @@ int main(int argc, char ** argv) {
                     test_axpy_packed(type, (col == 32 ? 5 : 1) * col, 9 * span, m, s, threads, rng);
                     // 21 spans (a count divisible by 3 and 7: the K-quants' scattered span order)
                     test_axpy_packed(type, col, 21 * span, m, s, threads, rng);
-                    cases += 3;
+                    // 24 spans, as a 1536-wide model's (8 a thread at 3 threads)
+                    test_axpy_packed(type, 6 * col, 24 * span, m, s, threads, rng);
+                    cases += 4;
                 }
             }
         }
@@ -635,7 +655,8 @@ int main(int argc, char ** argv) {
         for (auto kind : {GGML_SPARSE_ACT_NONE, GGML_SPARSE_ACT_SILU, GGML_SPARSE_ACT_GELU, GGML_SPARSE_ACT_RELU}) {
             for (bool per_channel : {true, false}) {
                 test_sparse_act(kind, 301, 3, per_channel, threads, rng);
-                cases++;
+                test_sparse_act(kind, 1003, 1, per_channel, threads, rng);   // decode: one row split
+                cases += 2;
             }
         }
     }
