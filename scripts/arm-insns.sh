@@ -3,7 +3,8 @@
 # and on x86-64: a proxy for speed on hardware this machine does not have, not a speed measurement
 # (an instruction count ignores memory traffic, which decides the speed of a memory-bound decode).
 #
-#   bash scripts/arm-insns.sh            # the table of docs/arm.md
+#   bash scripts/arm-insns.sh                    # the table of docs/arm.md
+#   bash scripts/arm-insns.sh "bench-nm q8_0 4096 11008" ...   # chosen rows only
 #
 # Each kernel is one test-sparse-ops bench run (one token, one layer of the shape, 1 thread) with
 # BENCH_ONLY=dense or sparse. aarch64: the builds of scripts/arm-check.sh under qemu-aarch64
@@ -29,6 +30,7 @@ KERNELS=(
   "bench-rows q4_0 4096 11008 0.5"
   "bench-nm q8_0 4096 11008"
 )
+[ $# -eq 0 ] || KERNELS=("$@")
 
 cache=$("$PY" -c 'from ggufsparse.paths import cache_dir; print(cache_dir())')
 out="$cache/arm-insns"

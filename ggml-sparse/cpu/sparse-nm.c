@@ -39,24 +39,6 @@
 // Constant tables of these, built by the preprocessor.
 #define NM_Q(b, q) (4*((q)/2) + (((b) >> (2*(q))) & 3))
 
-#if defined(NM_AVX2) || defined(NM_NEON)
-// NM_POS_2_4[b]: the four inputs as the bytes of a word (byte q = kept value q)
-#define NM_W1(b)   ((uint32_t) NM_Q(b, 0) | (uint32_t) NM_Q(b, 1) << 8 | (uint32_t) NM_Q(b, 2) << 16 | (uint32_t) NM_Q(b, 3) << 24)
-#define NM_W4(b)   NM_W1(b), NM_W1((b) + 1), NM_W1((b) + 2), NM_W1((b) + 3)
-#define NM_W16(b)  NM_W4(b), NM_W4((b) + 4), NM_W4((b) + 8), NM_W4((b) + 12)
-#define NM_W64(b)  NM_W16(b), NM_W16((b) + 16), NM_W16((b) + 32), NM_W16((b) + 48)
-static const uint32_t NM_POS_2_4[256] = {
-    NM_W64(0), NM_W64(64), NM_W64(128), NM_W64(192)
-};
-
-// the byte-shuffle control that picks the 8 kept int8 inputs of index bytes b0, b1 (16 inputs):
-// byte q is the input of kept value q. It is what BMI2's pdep makes of the index bits plus the
-// groups' offsets, from a table instead: pdep is microcoded on AMD Zen 1/2 and MSVC never
-// defines __BMI2__, so the portable x86-64-v3 build does not depend on it.
-static inline uint64_t nm_ctl8_2_4(uint8_t b0, uint8_t b1) {
-    return (uint64_t) NM_POS_2_4[b0] | (uint64_t) (NM_POS_2_4[b1] + 0x08080808u) << 32;
-}
-#endif
 
 static inline float nm_x_2_4(const float * xp, const uint8_t * idx, int64_t j) {
     return xp[(j / 2) * 4 + ((idx[j >> 2] >> (2 * (j & 3))) & 3)];
@@ -149,12 +131,32 @@ static void nm_gather_2_4(const float * xp, const uint8_t * idx, float * xg, int
     }
 }
 
+// The byte-shuffle control that picks a block's 32 kept int8 inputs, made in vector registers from
+// its 8 index bytes. (It came from BMI2's pdep before, which is microcoded on AMD Zen 1/2, CPUs the
+// portable x86-64-v3 build targets, and never enabled under MSVC.) Its four 8-byte quarters hold
+// kept values 0-7, 16-23, 8-15, 24-31: byte j of a quarter of kept values 8X.. is the position of
+// kept value 8X+j (2 bits q = j%4 of index byte 2X + j/4) plus its group's offset 4*(j/2) among
+// the 16 inputs of its lane.
+static inline __m256i nm_ctl_2_4(const uint8_t * ib) {
+    int64_t u;
+    memcpy(&u, ib, sizeof(u));
+    const __m256i rep = _mm256_shuffle_epi8(_mm256_set1_epi64x(u), _mm256_setr_epi8(
+        0, 0, 0, 0, 1, 1, 1, 1, 4, 4, 4, 4, 5, 5, 5, 5, 2, 2, 2, 2, 3, 3, 3, 3, 6, 6, 6, 6, 7, 7, 7, 7));
+    // bits 2q..2q+1 of byte q of each dword (16-bit shifts: a neighbour's bits only reach bits
+    // that the mask drops)
+    const __m256i pos = _mm256_or_si256(
+        _mm256_or_si256(_mm256_and_si256(rep, _mm256_set1_epi32(0x00000003)),
+                        _mm256_and_si256(_mm256_srli_epi16(rep, 2), _mm256_set1_epi32(0x00000300))),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(rep, 4), _mm256_set1_epi32(0x00030000)),
+                        _mm256_and_si256(_mm256_srli_epi16(rep, 6), _mm256_set1_epi32(0x03000000))));
+    return _mm256_add_epi8(pos, _mm256_set1_epi64x(0x0C0C080804040000ll));
+}
+
 // the 32 kept int8 inputs of one weight block (64 inputs), in kept order: each 16-input lane
 // yields 8 kept values by a byte shuffle
 static inline __m256i nm_gather_q_2_4(const int8_t * xq, const uint8_t * ib) {
     const __m256i none = _mm256_set1_epi8((char) 0x80);
-    const __m256i ctl  = _mm256_set_epi64x((long long) nm_ctl8_2_4(ib[6], ib[7]), (long long) nm_ctl8_2_4(ib[2], ib[3]),
-                                           (long long) nm_ctl8_2_4(ib[4], ib[5]), (long long) nm_ctl8_2_4(ib[0], ib[1]));
+    const __m256i ctl  = nm_ctl_2_4(ib);
     // inputs 0-31 fill bytes 0-7 of each lane, inputs 32-63 bytes 8-15
     const __m256i lo = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *) xq),        _mm256_unpacklo_epi64(ctl, none));
     const __m256i hi = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *) (xq + 32)), _mm256_unpackhi_epi64(none, ctl));
@@ -253,19 +255,27 @@ static void nm_gather_2_4(const float * xp, const uint8_t * idx, float * xg, int
 }
 
 // the 32 kept int8 inputs of one weight block (64 inputs), in kept order: one table lookup over
-// the 64 inputs, kept value j from input 8*(j/4) + its position in index byte j/4
+// the 64 inputs, kept value j from input 8*(j/4) + 4*((j%4)/2) + its position, the 2 bits at
+// 2*(j%4) of index byte j/4 (a per-lane shift)
 static inline void nm_gather_q_2_4(const int8_t * xq, const uint8_t * ib, int8x16_t * lo, int8x16_t * hi) {
-    uint64_t c[4];
-    for (int i = 0; i < 4; i++) {
-        c[i] = nm_ctl8_2_4(ib[2*i], ib[2*i + 1]) + 0x1010101010101010ull * (uint64_t) i;
-    }
+    static const uint8_t rep[16] = { 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3 };
+    static const int8_t  shr[16] = { 0, -2, -4, -6, 0, -2, -4, -6, 0, -2, -4, -6, 0, -2, -4, -6 };
+    static const uint8_t off[16] = { 0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28 };
+    const uint8x16_t b     = vcombine_u8(vld1_u8(ib), vdup_n_u8(0));
+    const uint8x16_t r     = vld1q_u8(rep);
+    const int8x16_t  s     = vld1q_s8(shr);
+    const uint8x16_t o     = vld1q_u8(off);
+    const uint8x16_t three = vdupq_n_u8(3);
+    const uint8x16_t c0 = vaddq_u8(vandq_u8(vshlq_u8(vqtbl1q_u8(b, r), s), three), o);
+    const uint8x16_t c1 = vaddq_u8(vandq_u8(vshlq_u8(vqtbl1q_u8(b, vaddq_u8(r, vdupq_n_u8(4))), s), three),
+                                   vaddq_u8(o, vdupq_n_u8(32)));
     int8x16x4_t x;
     x.val[0] = vld1q_s8(xq);
     x.val[1] = vld1q_s8(xq + 16);
     x.val[2] = vld1q_s8(xq + 32);
     x.val[3] = vld1q_s8(xq + 48);
-    *lo = vqtbl4q_s8(x, vcombine_u8(vcreate_u8(c[0]), vcreate_u8(c[1])));
-    *hi = vqtbl4q_s8(x, vcombine_u8(vcreate_u8(c[2]), vcreate_u8(c[3])));
+    *lo = vqtbl4q_s8(x, c0);
+    *hi = vqtbl4q_s8(x, c1);
 }
 
 static float nm_dot_2_4_int8(enum ggml_type type, const void * w, const int8_t * xq, const float * xd,

@@ -556,6 +556,32 @@ int main(int argc, char ** argv) {
     // the SIMD the sparse kernels were compiled with (ggml-cpu's flags): AVX2, or NEON with or
     // without the dot-product instructions; each has its own kernels, all checked below
     std::printf("kernels: AVX2=%d NEON=%d DOTPROD=%d\n", ggml_cpu_has_avx2(), ggml_cpu_has_neon(), ggml_cpu_has_dotprod());
+    // `--threads 2,3`: only these thread counts (default 1,2,3,4), for slow emulated runs. Every
+    // case above 1 thread is also computed on 1 thread and compared bit for bit, and N:M cases
+    // take a permutation at odd counts only, so 2,3 still reaches every path.
+    std::vector<int> thread_counts = { 1, 2, 3, 4 };
+    for (int i = 1; i + 1 < argc; i++) {
+        if (std::string(argv[i]) == "--threads") {
+            thread_counts.clear();
+            const char * p = argv[i + 1];
+            for (;;) {
+                char * end;
+                const long t = std::strtol(p, &end, 10);
+                if (end == p || t < 1 || t > 64) {
+                    std::printf("--threads takes thread counts (1-64) separated by commas, not %s\n", argv[i + 1]);
+                    return 2;
+                }
+                thread_counts.push_back((int) t);
+                if (*end != ',') {
+                    break;
+                }
+                p = end + 1;
+            }
+        }
+    }
+    std::printf("threads:");
+    for (int t : thread_counts) std::printf(" %d", t);
+    std::printf("\n");
     std::mt19937 rng(42);
     const ggml_type types[] = {
         GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0,
@@ -566,7 +592,7 @@ int main(int argc, char ** argv) {
         const int64_t bs = ggml_blck_size(type);
         // the weight's row length must be whole blocks; the other dimension is odd
         const int64_t row = bs == 1 ? 67 : 2 * bs;
-        for (int threads = 1; threads <= 4; threads++) {
+        for (int threads : thread_counts) {
             for (float s : {0.0f, 0.5f, 1.0f}) {
                 for (int64_t m : {1, 3}) {
                     test_mul_mat_rows(type, row, 37, m, s, threads, rng);
@@ -578,7 +604,7 @@ int main(int argc, char ** argv) {
     }
     // unquantized weights with outputs in spans of 32 (the fused kernels' unit), split unevenly
     for (ggml_type type : { GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16 }) {
-        for (int threads = 1; threads <= 4; threads++) {
+        for (int threads : thread_counts) {
             for (float s : {0.0f, 0.5f, 1.0f}) {
                 for (int64_t m : {1, 3}) {
                     test_axpy_sparse(type, 7 * 32, 29, m, s, threads, rng);
@@ -595,7 +621,7 @@ int main(int argc, char ** argv) {
         if (span == 64) {
             CHECK(ggml_sparse_packed_column_size(type, 96) == 0, "%s: 96 outputs cannot be packed", ggml_type_name(type));
         }
-        for (int threads = 1; threads <= 4; threads++) {
+        for (int threads : thread_counts) {
             for (float s : {0.0f, 0.5f, 1.0f}) {
                 for (int64_t m : {1, 3}) {
                     // columns of inputs (fewer columns than threads, for the K-quants' 256-input
@@ -623,7 +649,7 @@ int main(int argc, char ** argv) {
             // count (a tail after the 2:4 fast path's 8-value spans)
             const int64_t groups = bs == 1 ? 105 : 2 * bs / std::gcd((int64_t) n, bs);
             const int64_t k = groups * m;
-            for (int threads = 1; threads <= 4; threads++) {
+            for (int threads : thread_counts) {
                 for (int64_t cols : {1, 3}) {
                     test_mul_mat_nm(type, k, 37, cols, n, m, threads % 2 == 1, threads, rng);
                     cases++;
@@ -639,7 +665,7 @@ int main(int argc, char ** argv) {
             // unquantized types also get one more group: a tail after the 2:4 fast path's 8-input spans
             const int64_t k = 3 * 32 * nm[1] / nm[0];
             for (int64_t kk : { k, ggml_is_quantized(type) ? k : k + nm[1] }) {
-                for (int threads = 1; threads <= 4; threads++) {
+                for (int threads : thread_counts) {
                     test_nm_expand(type, kk, 37, nm[0], nm[1], threads, rng);
                     cases++;
                 }
@@ -651,7 +677,7 @@ int main(int argc, char ** argv) {
     CHECK(!ggml_sparse_nm_expandable(GGML_TYPE_Q4_1, 2, 4), "Q4_1 cannot hold an exact zero beside its values");
     CHECK(ggml_sparse_nm_index_row_size(4096, 2, 4) == 512, "2:4 index: 2 bits per kept value");
     CHECK(ggml_sparse_nm_index_row_size(4096, 4, 8) == 1024, "4:8 index: 4 bits per kept value");
-    for (int threads = 1; threads <= 4; threads++) {
+    for (int threads : thread_counts) {
         for (auto kind : {GGML_SPARSE_ACT_NONE, GGML_SPARSE_ACT_SILU, GGML_SPARSE_ACT_GELU, GGML_SPARSE_ACT_RELU}) {
             for (bool per_channel : {true, false}) {
                 test_sparse_act(kind, 301, 3, per_channel, threads, rng);
