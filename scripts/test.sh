@@ -10,7 +10,7 @@ ggufsparse build-runtime --stock
 # the suite writes model files of a few hundred MB each (deleted as it goes: about 3 GB at a time)
 echo "test.sh: free space for temporary files: $(df -h "${TMPDIR:-/tmp}" | awk 'NR==2 {print $4}')"
 set +e
-python -m pytest -ra "$@"
+python -m pytest -ra --durations=30 "$@"
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then
