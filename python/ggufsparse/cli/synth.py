@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ggufsparse.errors import UserError
 from ggufsparse.format.gguf_io import check_writable
-from ggufsparse.models.synth import MIXES, write_synthetic
+from ggufsparse.models.synth import MIXES, SHAPES, write_synthetic
 
 
 def add_parser(sub) -> None:
@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
         description="A llama-architecture GGUF with the layer shapes of a real model (e.g. llama2-7b), "
         "random weights in the chosen ggml type and the default model's tokenizer, for speed and memory "
         "measurements at sizes no model here has. Figures from it are synthetic.")
-    p.add_argument("--shape", default="llama2-7b", help="llama2-7b (default), llama2-13b, llama3-8b, smollm2-135m")
+    p.add_argument("--shape", default="llama2-7b",
+                   help=f"{', '.join(SHAPES)} (default llama2-7b; tiny and tiny-k are test-sized, 64 and 256 wide)")
     p.add_argument("--type", default="q4_0",
                    help="a ggml type for every matrix: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, ... (default q4_0; "
                    "a K type needs 256 to divide the rows); or a file type of the runtime's llama-quantize, its "

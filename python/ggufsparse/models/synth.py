@@ -40,6 +40,10 @@ SHAPES = {
     "llama2-13b": Shape(5120, 13824, 40, 40, 40),
     "llama3-8b": Shape(4096, 14336, 32, 8, 32),
     "smollm2-135m": Shape(576, 1536, 9, 3, 30),
+    # test-sized files (the loader fuzzer's seeds, fuzz/make_corpus.py): the smallest whose rows are
+    # whole Q4_0/Q8_0 blocks after 2:4 pruning, and (tiny-k) whole K-quant super-blocks of 256
+    "tiny": Shape(64, 128, 4, 2, 2, 256),
+    "tiny-k": Shape(256, 256, 4, 2, 1, 256),
 }
 
 FLOAT_TYPES = ("f32", "f16", "bf16")
