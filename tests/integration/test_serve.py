@@ -35,8 +35,10 @@ from sparse_files import converted_chess
 
 pytestmark = [pytest.mark.runtime, pytest.mark.model]
 
+# no two prompts share their first token (see _fresh)
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village,",
-           "The three primary colors are"]
+           "Red, yellow and blue are"]
+SEPARATOR = "Zebras"
 N_TOKENS = 16
 
 
@@ -122,21 +124,38 @@ def chat(c, prompt: str, stream: bool) -> str:
                    if chunk.choices)
 
 
+def _fresh(c) -> None:
+    """llama-cpp-python reuses the longest prefix of the previous request's tokens (there is no
+    switch) and evaluates only the rest: a different batch, so a different rounding, and the
+    thresholds can turn that into a different text. A one-token request on a prompt that shares no
+    first token with any in PROMPTS (nor with a chat template) makes the next request evaluate its
+    whole prompt as one batch, whatever came before; in the concurrent part, the prompts' distinct
+    first tokens do the same in whichever order the server takes them."""
+    c.completions.create(model="m", prompt=SEPARATOR, max_tokens=1, temperature=0, extra_body=FRESH)
+
+
 def alone_and_together(url: str) -> tuple[list[str], list[str]]:
     c = client(url)
-    alone = [complete(c, p, stream=False) for p in PROMPTS]
+    alone = []
+    for p in PROMPTS:
+        _fresh(c)
+        alone.append(complete(c, p, stream=False))
+    _fresh(c)
     with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as pool:
         together = list(pool.map(lambda p: complete(client(url), p, stream=True), PROMPTS))
     return alone, together
 
 
 def _streamed_equals_whole(url: str) -> None:
-    # llama-cpp-python reuses the longest prefix of the previous request's tokens (there is no
-    # switch): consecutive requests here never repeat a prompt, so each prompt runs as one batch
     c = client(url)
     for ask in (complete, chat):
-        whole = [ask(c, p, False) for p in PROMPTS[:2]]
-        streamed = [ask(c, p, True) for p in PROMPTS[:2]]
+        whole, streamed = [], []
+        for p in PROMPTS[:2]:
+            _fresh(c)
+            whole.append(ask(c, p, False))
+        for p in PROMPTS[:2]:
+            _fresh(c)
+            streamed.append(ask(c, p, True))
         assert all(len(w.strip()) > 0 for w in whole), ask.__name__
         assert streamed == whole, (ask.__name__, whole, streamed)
 
