@@ -10,7 +10,9 @@ ggufsparse build-runtime --stock
 # the suite writes model files of a few hundred MB each (deleted as it goes: about 3 GB at a time)
 echo "test.sh: free space for temporary files: $(df -h "${TMPDIR:-/tmp}" | awk 'NR==2 {print $4}')"
 set +e
-python -m pytest -ra --durations=30 "$@"
+# one test file per worker (module fixtures are built once), two workers by default: much of the
+# suite is single-threaded Python (conversion, reference forwards) beside llama.cpp processes
+python -m pytest -ra --durations=30 -n "${GGUFSPARSE_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then
