@@ -338,7 +338,7 @@ static void nm_quantize_64(const float * xp, int8_t * xq, float * xd, int64_t k)
 
 static void nm_gather(const float * xp, const uint8_t * idx, float * xg, int64_t kn, int n, int m) {
 #ifdef NM_FLOAT_2_4
-    if (n == 2 && m == 4) {
+    if (n == 2 && m == 4 && !ggml_sparse_scalar()) {
         nm_gather_2_4(xp, idx, xg, kn);
         return;
     }
@@ -362,7 +362,7 @@ static size_t nm_thread_floats(const struct ggml_tensor * node) {
 static bool nm_int8_path(const struct ggml_tensor * node) {
 #ifdef NM_INT8_2_4
     const enum ggml_type type = node->src[0]->type;
-    return ggml_get_op_params_i32(node, 0) == 2 && ggml_get_op_params_i32(node, 1) == 4 &&
+    return !ggml_sparse_scalar() && ggml_get_op_params_i32(node, 0) == 2 && ggml_get_op_params_i32(node, 1) == 4 &&
            (type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0);
 #else
     (void) node;
@@ -418,7 +418,8 @@ void ggml_compute_forward_mul_mat_nm(const struct ggml_compute_params * params, 
     const int32_t * pm = perm ? (const int32_t *) perm->data : NULL;
     // F32 and F16 rows of a 2:4 weight: gather and dot in one pass (the dot in f32, where the
     // type's own vec_dot would round the input to f16 first)
-    const bool fused = n == 2 && m == 4 && (vals->type == GGML_TYPE_F32 || vals->type == GGML_TYPE_F16);
+    const bool fused = n == 2 && m == 4 && (vals->type == GGML_TYPE_F32 || vals->type == GGML_TYPE_F16) &&
+                       !ggml_sparse_scalar();
     (void) fused;
     const bool int8 = nm_int8_path(dst);
     (void) int8;
@@ -575,7 +576,7 @@ static void nm_expand_row_float(size_t size, const char * v, const uint8_t * idx
                                 int n, int m, int bits) {
     int64_t c0 = 0;  // inputs before c0 are written
 #ifdef NM_EXPAND_2_4
-    if (size == 2 && n == 2 && m == 4) {
+    if (size == 2 && n == 2 && m == 4 && !ggml_sparse_scalar()) {
         for (; c0 + 8 <= k; c0 += 8) {
             const nm_v16 in = nm_load8(v + c0);  // kept values c0/2 ..
             const nm_v16 sh = nm_load16(NM_SHUF16_2_4[idx[c0 / 8]]);
@@ -599,7 +600,7 @@ static void nm_expand_row_float(size_t size, const char * v, const uint8_t * idx
 static void nm_expand_row_q8_0(const block_q8_0 * v, const uint8_t * idx, block_q8_0 * d, int64_t k,
                                int n, int m, int bits) {
 #ifdef NM_EXPAND_2_4
-    if (n == 2 && m == 4) {
+    if (n == 2 && m == 4 && !ggml_sparse_scalar()) {
         for (int64_t b = 0; b < k / QK8_0; b++) {
             nm_v16 lo, hi;
             nm_masks_2_4(idx + 4*b, &lo, &hi);
@@ -624,7 +625,7 @@ static void nm_expand_row_q4_0(const block_q4_0 * v, const uint8_t * idx, block_
                                int n, int m, int bits) {
     const int half = QK4_0 / 2;
 #ifdef NM_EXPAND_2_4
-    if (n == 2 && m == 4) {
+    if (n == 2 && m == 4 && !ggml_sparse_scalar()) {
         const nm_v16 low4 = nm_set1(0x0f), eight = nm_set1(0x08);
         for (int64_t b = 0; b < k / QK4_0; b++) {
             nm_v16 lo, hi;

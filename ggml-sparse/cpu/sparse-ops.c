@@ -22,7 +22,13 @@
 #include "ggml-sparse.h"
 #include "vec.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#if !defined(_MSC_VER) || defined(__clang__)
+#include <stdatomic.h>
+#define SPARSE_ATOMIC 1
+#endif
 
 #define SPARSE_CACHE_LINE 64
 #define SPARSE_ROWS_AHEAD 2   // active rows prefetched ahead by mul_mat_rows
@@ -32,6 +38,26 @@
 #else
 #define GGML_PREFETCH(p) ((void) (p))
 #endif
+
+bool ggml_sparse_scalar(void) {
+#ifdef SPARSE_ATOMIC
+    static atomic_int state = -1;
+    int s = atomic_load_explicit(&state, memory_order_relaxed);
+#else
+    static volatile int state = -1;
+    int s = state;
+#endif
+    if (s < 0) {
+        const char * e = getenv("GGML_SPARSE_SCALAR");
+        s = e != NULL && e[0] != '\0' && strcmp(e, "0") != 0;
+#ifdef SPARSE_ATOMIC
+        atomic_store_explicit(&state, s, memory_order_relaxed);
+#else
+        state = s;
+#endif
+    }
+    return s != 0;
+}
 
 static inline float sparse_act_apply(enum ggml_sparse_act_kind kind, float x) {
     switch (kind) {
@@ -331,7 +357,7 @@ static void sparse_axpy4_f32(const char * const rows[4], const float c[4], float
 
 // the fused kernel for wt's type over an output slice of len elements, or NULL
 static sparse_axpy4_t sparse_axpy4_for(enum ggml_type type, int64_t len) {
-    if (len % 32 != 0) {
+    if (len % 32 != 0 || ggml_sparse_scalar()) {
         return NULL;
     }
     switch (type) {
@@ -355,8 +381,10 @@ static sparse_axpy4_t sparse_axpy4_for(enum ggml_type type, int64_t len) {
 static void sparse_axpy4_floats(const float * const rows[4], const float c[4], float * y, int64_t len) {
     int64_t j = 0;
 #ifdef SPARSE_AXPY4
-    j = len / 32 * 32;
-    sparse_axpy4_f32((const char * const *) rows, c, y, len / 32);
+    if (!ggml_sparse_scalar()) {
+        j = len / 32 * 32;
+        sparse_axpy4_f32((const char * const *) rows, c, y, len / 32);
+    }
 #endif
     for (; j < len; j++) {
 #ifdef SPARSE_AXPY4

@@ -15,6 +15,7 @@
 // All three compute the same integer sums.
 
 #include "sparse-packed.h"
+#include "sparse-ops.h"
 
 #define GGML_COMMON_DECL_C
 #include "ggml-common.h"
@@ -238,7 +239,8 @@ static void packed_column_q8(const uint8_t * col, int64_t n, int64_t g0, int64_t
 }
 
 // y[32*g0, 32*g1) += the column's contribution to those of its n outputs
-static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, int64_t g0, int64_t g1,
+#define PACKED_SIMD 1
+static void packed_column_simd(enum ggml_type type, const uint8_t * col, int64_t n, int64_t g0, int64_t g1,
                           const block_q8_0 * hb, uint32_t active, float * y, void * scratch) {
     if (type == GGML_TYPE_Q8_0) {
         packed_column_q8(col, n, g0, g1, hb, active, y, (__m256i *) scratch);
@@ -323,7 +325,8 @@ static inline void packed_finish32(const int32x4_t s[8], const ggml_fp16_t * d, 
 }
 
 // y[0, n) += the column's contribution to all n outputs, 32 outputs at a time
-static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, int64_t g0, int64_t g1,
+#define PACKED_SIMD 1
+static void packed_column_simd(enum ggml_type type, const uint8_t * col, int64_t n, int64_t g0, int64_t g1,
                           const block_q8_0 * hb, uint32_t active, float * y, void * scratch) {
     GGML_UNUSED(scratch);
     const ggml_fp16_t * d  = (const ggml_fp16_t *) col;
@@ -374,9 +377,11 @@ static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, i
         packed_finish32(s, d + g*32, mn ? mn + g*32 : NULL, dh, off, dh * (float) p.sum_h, y + g*32);
     }
 }
-#else
-// y[32*g0, 32*g1) += the column's contribution to those outputs, in plain C (CPUs without AVX2 or NEON)
-static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, int64_t g0, int64_t g1,
+#endif
+
+// y[32*g0, 32*g1) += the column's contribution to those outputs, in plain C (CPUs without AVX2 or
+// NEON, and GGML_SPARSE_SCALAR)
+static void packed_column_generic(enum ggml_type type, const uint8_t * col, int64_t n, int64_t g0, int64_t g1,
                           const block_q8_0 * hb, uint32_t active, float * y, void * scratch) {
     GGML_UNUSED(scratch);
     const ggml_fp16_t * d  = (const ggml_fp16_t *) col;
@@ -412,7 +417,17 @@ static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, i
     }
 }
 
+
+static void packed_column(enum ggml_type type, const uint8_t * col, int64_t n, int64_t g0, int64_t g1,
+                          const block_q8_0 * hb, uint32_t active, float * y, void * scratch) {
+#ifdef PACKED_SIMD
+    if (!ggml_sparse_scalar()) {
+        packed_column_simd(type, col, n, g0, g1, hb, active, y, scratch);
+        return;
+    }
 #endif
+    packed_column_generic(type, col, n, g0, g1, hb, active, y, scratch);
+}
 
 
 // ---------------------------------------------------------------------------------------------
@@ -529,6 +544,7 @@ static inline int64_t packed_k_span(const packed_k_col * c, const packed_k_next 
 }
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define PACKED_K_SIMD 1
 
 // 64 outputs' quants of input row i at output span o64, unsigned (0..15, 0..31, 0..63):
 // outputs 0-31 in q[0], 32-63 in q[1]
@@ -559,7 +575,7 @@ static inline void packed_k_row(const packed_k_col * c, int i, int64_t o64, __m2
     }
 }
 
-static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
+static void packed_k_group_simd(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
                            int32_t * t, int32_t * m, bool first, const packed_k_next * next) {
     // the active inputs in pairs (an odd one out pairs with itself at h = 0): rows and (h1, h2)
     int     rows[2][16];
@@ -639,7 +655,7 @@ static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uin
 }
 
 // y[j] += dh*(d[j]*t[j] - dmin[j]*m[j])
-static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t, const int32_t * m, float * y) {
+static void packed_k_finish_simd(const packed_k_col * c, float dh, const int32_t * t, const int32_t * m, float * y) {
     const __m256 vdh = _mm256_set1_ps(dh);
     for (int64_t j = c->s0*64; j < c->s1*64; j += 8) {
         const __m256 d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (c->d + j))), vdh);
@@ -653,6 +669,7 @@ static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t,
 }
 
 #elif defined(__ARM_NEON) && defined(__aarch64__)
+#define PACKED_K_SIMD 1
 
 // Q5_K's fifth bits for a quad of rows, in packed_zip4's order: with the four rows' 8 bytes of a
 // span as a table (row r at byte 8r), byte 4l+r of the interleaved low bits x[i] of half b (output
@@ -717,7 +734,7 @@ static inline void packed_k_quad(const packed_k_col * c, const int rows[4], int6
     }
 }
 
-static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
+static void packed_k_group_simd(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
                            int32_t * t, int32_t * m, bool first, const packed_k_next * next) {
     // the active inputs in quads (the last padded with its first row at h = 0)
     int     rows[32];
@@ -795,7 +812,7 @@ static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uin
 }
 
 // y[j] += dh*(d[j]*t[j] - dmin[j]*m[j])
-static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t, const int32_t * m, float * y) {
+static void packed_k_finish_simd(const packed_k_col * c, float dh, const int32_t * t, const int32_t * m, float * y) {
     for (int64_t j = c->s0*64; j < c->s1*64; j += 4) {
         const float32x4_t d = vmulq_n_f32(vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *) c->d + j))), dh);
         float32x4_t r = vfmaq_f32(vld1q_f32(y + j), d, vcvtq_f32_s32(vld1q_s32(t + j)));
@@ -807,7 +824,9 @@ static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t,
     }
 }
 
-#else
+#endif
+
+// plain C (CPUs without AVX2 or NEON, and GGML_SPARSE_SCALAR)
 
 static inline int packed_k_quant(const packed_k_col * c, int i, int64_t j) {
     const int64_t o = j % 64;
@@ -821,7 +840,7 @@ static inline int packed_k_quant(const packed_k_col * c, int i, int64_t j) {
     return q;
 }
 
-static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
+static void packed_k_group_generic(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
                            int32_t * t, int32_t * m, bool first, const packed_k_next * next) {
     GGML_UNUSED(next);
     for (int64_t j = c->s0*64; j < c->s1*64; j++) {
@@ -842,7 +861,7 @@ static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uin
     }
 }
 
-static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t, const int32_t * m, float * y) {
+static void packed_k_finish_generic(const packed_k_col * c, float dh, const int32_t * t, const int32_t * m, float * y) {
     for (int64_t j = c->s0*64; j < c->s1*64; j++) {
         float r = GGML_CPU_FP16_TO_FP32(c->d[j]) * (float) t[j];
         if (c->dmin) {
@@ -852,7 +871,27 @@ static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t,
     }
 }
 
+
+static void packed_k_group(const packed_k_col * c, int g, const int8_t * hq, uint32_t active, int32_t sum_h,
+                           int32_t * t, int32_t * m, bool first, const packed_k_next * next) {
+#ifdef PACKED_K_SIMD
+    if (!ggml_sparse_scalar()) {
+        packed_k_group_simd(c, g, hq, active, sum_h, t, m, first, next);
+        return;
+    }
 #endif
+    packed_k_group_generic(c, g, hq, active, sum_h, t, m, first, next);
+}
+
+static void packed_k_finish(const packed_k_col * c, float dh, const int32_t * t, const int32_t * m, float * y) {
+#ifdef PACKED_K_SIMD
+    if (!ggml_sparse_scalar()) {
+        packed_k_finish_simd(c, dh, t, m, y);
+        return;
+    }
+#endif
+    packed_k_finish_generic(c, dh, t, m, y);
+}
 
 // y[0, n) += the contribution of one K-quant column (256 inputs) to all n outputs; `scratch`
 // holds 2*n int32. `next` is the first group the caller reads after this column (or none).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from ggufsparse.errors import UserError
@@ -32,6 +33,12 @@ def add_parser(sub) -> None:
                    help="served throughput instead: N streams decoding together (e.g. 1,2,4,8) with "
                    "llama-batched-bench, alternated as above; prints aggregate decode tokens/s, each stream's "
                    "milliseconds a token, and from how many streams on the sparse file is slower")
+    p.add_argument("--kernels", choices=("auto", "sparse", "dense"),
+                   help="what the sparse file's runs use: auto (the default, or GGUFSPARSE_KERNELS) times the "
+                   "skipping kernels against the dense products on this machine when a context is made and "
+                   "takes the faster per site; sparse: the skipping kernels wherever the file has them; dense: "
+                   "the dense products on the same thresholded inputs (the same model). The report says what "
+                   "ran and why (docs/never-slower.md)")
     p.add_argument("--json", action="store_true", help="print medians, ratios and every run as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -41,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     if args.reps < 1:
         raise UserError("--reps must be at least 1")
     levels = None if args.parallel is None else _levels(args.parallel)
+    if args.kernels is not None:
+        os.environ["GGUFSPARSE_KERNELS"] = args.kernels   # read by the runtime of every run
     # one file: that file against its own dense path
     dense, sparse = (None, resolve(args.dense)) if args.sparse is None else (resolve(args.dense), Path(args.sparse))
     if levels is not None:

@@ -30,9 +30,15 @@ class Speeds:
     # per site kind, per layer: [skipped, total], each run's layer total taken as its total over the
     # layers it counted (their sizes are equal in a model), since the report has per-layer fractions
     layer_counts: dict[str, list[list[float]]] = field(default_factory=dict)
+    # the kernels the runs used and why (the runtime's report; the last run's)
+    kernels: dict | None = None
 
     def add_counts(self, report: dict | None) -> None:
-        for kind, r in (report or {}).items():
+        """Adds a run's whole report (runtime/stats.read_whole): its counters, and its kernels."""
+        k = runtime_stats.kernels(report)
+        if k is not None and (k.get("sites") or k.get("mode") != "auto" or self.kernels is None):
+            self.kernels = k
+        for kind, r in (runtime_stats.counters(report) or {}).items():
             c = self.counts.setdefault(kind, [0, 0])
             c[0] += int(r["skipped"])
             c[1] += int(r["total"])
@@ -74,7 +80,7 @@ def _one_run(bench: Path, model: Path, tg: int, pp: int, threads: int,
     stats = runtime_stats.new_report_path()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
                           env={**os.environ, **env, runtime_stats.ENV: str(stats)})
-    report = runtime_stats.read_report(stats)
+    report = runtime_stats.read_whole(stats)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"llama-bench failed on {model}: {last}")
@@ -138,7 +144,8 @@ def report(dense: Speeds, sparse: Speeds, bound: bytes_read.Bound | None = None)
         if b and is_decode(test):
             tests[test]["share_of_bound"] = s / d / b
     rep = {"dense": dense.model, "sparse": sparse.model, "reps": len(next(iter(dense.runs.values()))),
-           "tests": tests, "sparsity": {"dense": dense.sparsity(), "sparse": sparse.sparsity()}}
+           "tests": tests, "sparsity": {"dense": dense.sparsity(), "sparse": sparse.sparsity()},
+           "kernels": {"dense": dense.kernels, "sparse": sparse.kernels}}
     if bound is not None:
         rep["bound"] = bound.as_dict()
     return rep
@@ -164,6 +171,7 @@ def table(rep: dict) -> str:
         sp = rep["sparsity"][side]
         text = ", ".join(f"{k} {v:.3f}" for k, v in sp.items()) if sp else "none (no sparse layer ran)"
         lines.append(f"channels skipped over the {side} runs: {text}")
+    lines.append(f"kernels of the sparse runs: {runtime_stats.kernels_summary(rep.get('kernels', {}).get('sparse'))}")
     return "\n".join(lines)
 
 
@@ -187,7 +195,7 @@ def _one_parallel_run(tool_path: Path, model: Path, levels: list[int], tg: int, 
     stats = runtime_stats.new_report_path()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
                           env={**os.environ, **env, runtime_stats.ENV: str(stats)})
-    report = runtime_stats.read_report(stats)
+    report = runtime_stats.read_whole(stats)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"llama-batched-bench failed on {model}: {last}")
@@ -224,4 +232,5 @@ def parallel_table(rep: dict) -> str:
     slower = [streams_of(t) for t, r in rep["tests"].items() if r["ratio"] < 1.0]
     lines.append(f"the sparse file is slower from {min(slower)} streams on" if slower else
                  "the sparse file is not slower at any level measured")
+    lines.append(f"kernels of the sparse runs: {runtime_stats.kernels_summary(rep.get('kernels', {}).get('sparse'))}")
     return "\n".join(lines)
