@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Served throughput and ggml-rpc speed of a sparse file against its original, for docs/serving.md.
 # For each model: CHESS 0.5/0.5 conversion (reused if present), `ggufsparse bench --parallel`
-# (dense and sparse alternated, medians), then decode tokens/s of the sparse file run locally and
+# (dense and sparse alternated, medians) twice: with the skipping kernels forced at every batch size
+# (where their advantage ends) and as the runtime chooses by default (docs/never-slower.md: the
+# batch sizes it times at load); then decode tokens/s of the sparse file run locally and
 # over two ggml-rpc-server workers on loopback (llama-bench's own -rpc, alternated; network time is
 # not what it measures). Run with nothing else on the cores.
 # Usage: scripts/serve-bench.sh OUT [MODELS] [REPS]
@@ -14,10 +16,19 @@ for name in ${MODELS//,/ }; do
     model=$(ggufsparse models --json | python -c "import json,sys; print(next(m['path'] for m in json.load(sys.stdin) if m['name'] == '$name'))")
     sparse="$OUT/$name-chess55.gguf"
     [ -f "$sparse" ] || ggufsparse convert "$model" --method chess --sparsity 0.5 --attn-sparsity 0.5 -o "$sparse" -q
-    echo "== $name: served throughput (llama-batched-bench, $REPS alternated repetitions)"
-    ggufsparse bench "$model" "$sparse" --parallel 1,2,4,8 -r "$REPS" -q --json > "$OUT/$name-parallel.json"
-    python -c "import json,sys; from ggufsparse.eval import bench; print(bench.parallel_table(json.load(open(sys.argv[1]))))" \
-        "$OUT/$name-parallel.json"
+    for mode in forced auto; do
+        if [ "$mode" = forced ]; then
+            echo "== $name: served throughput, skipping kernels at every batch size (llama-batched-bench, $REPS alternated repetitions)"
+            GGUFSPARSE_MAX_SPARSE_TOKENS=8 ggufsparse bench "$model" "$sparse" --parallel 1,2,4,8 --pp 64 \
+                -r "$REPS" -q --json --kernels sparse > "$OUT/$name-parallel-$mode.json"
+        else
+            echo "== $name: served throughput, kernels as the runtime chooses them (llama-batched-bench, $REPS alternated repetitions)"
+            ggufsparse bench "$model" "$sparse" --parallel 1,2,4,8 --pp 64 -r "$REPS" -q --json --kernels auto \
+                > "$OUT/$name-parallel-$mode.json"
+        fi
+        python -c "import json,sys; from ggufsparse.eval import bench; print(bench.parallel_table(json.load(open(sys.argv[1]))))" \
+            "$OUT/$name-parallel-$mode.json"
+    done
 
     echo "== $name: decode over ggml-rpc (2 workers on loopback) and locally, sparse file"
     ports=()
@@ -30,8 +41,9 @@ for name in ${MODELS//,/ }; do
     sleep 2
     rpc=$(IFS=,; echo "${ports[*]}")
     for rep in $(seq "$REPS"); do
-        "$BIN/llama-bench" -m "$sparse" -p 0 -n 32 -t 2 -r 1 -o json > "$OUT/$name-local-$rep.json"
-        "$BIN/llama-bench" -m "$sparse" -p 0 -n 32 -t 2 -r 1 -ngl 99 -rpc "$rpc" -o json > "$OUT/$name-rpc-$rep.json"
+        # the skipping kernels on both sides (the workers run them; the local timing would choose)
+        GGUFSPARSE_KERNELS=sparse "$BIN/llama-bench" -m "$sparse" -p 0 -n 32 -t 2 -r 1 -o json > "$OUT/$name-local-$rep.json"
+        GGUFSPARSE_KERNELS=sparse "$BIN/llama-bench" -m "$sparse" -p 0 -n 32 -t 2 -r 1 -ngl 99 -rpc "$rpc" -o json > "$OUT/$name-rpc-$rep.json"
     done
     kill "${pids[@]}"
     python - "$OUT" "$name" "$REPS" <<'EOF'
