@@ -15,6 +15,11 @@ from ggufsparse.runtime import locate
 # to run. Tests that compare runs bit for bit, or check the skipping kernels themselves, take them
 # everywhere; tests/integration/test_kernel_choice.py sets the choice it tests.
 os.environ.setdefault("GGUFSPARSE_KERNELS", "sparse")
+# The suite runs two files at a time (scripts/test.sh) and llama.cpp's processes use 2 threads: with
+# OpenMP's default, a thread waiting at a barrier spins, and four spinning threads on two cores take
+# turns at nothing (two llama-perplexity runs together took 26.5 s instead of 7.6 s). Waiting threads
+# sleep instead. Benchmarks never run under this setting.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +57,17 @@ def _module_scratch_removed(tmp_path_factory):
 def _holds_failure(folder: Path) -> bool:
     # Function-scoped folders of failed tests are kept for inspection; fixtures' folders are not.
     return folder.name.startswith("test_")
+
+
+# Files that build something of their own (the sanitizer build, the two aarch64 builds) run first:
+# with the files spread over workers (scripts/test.sh), a long file that starts last keeps one
+# worker busy after the other has finished.
+FIRST = ("test_sanitizers.py", "test_arm.py", "test_sparse_runtime.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        return FIRST.index(name) if name in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: each file's own order is kept
