@@ -22,13 +22,16 @@ def test_table_gives_each_stream_its_latency_and_where_sparse_stops_winning():
     assert sorted(rows) == [1, 4, 8]
     assert rows[1][3] == "1.273x"  # medians 14 / 11
     assert rows[4][4:] == ["133.3", "148.1"]  # 1000 ms x 4 streams / aggregate tokens/s
-    assert text.splitlines()[-1] == "the sparse file is slower from 4 streams on"
+    assert "the sparse file is slower from 4 streams on" in text.splitlines()
 
 
 def test_table_says_when_sparse_never_loses():
     dense = _speeds("d.gguf", {"tg8x1": [10.0], "tg8x2": [18.0]})
     sparse = _speeds("s.gguf", {"tg8x1": [12.0], "tg8x2": [19.0]})
-    assert bench.parallel_table(bench.report(dense, sparse)).endswith("not slower at any level measured")
+    lines = bench.parallel_table(bench.report(dense, sparse)).splitlines()
+    assert "the sparse file is not slower at any level measured" in lines
+    # no runtime report in these made-up runs: the table says so instead of inventing a choice
+    assert lines[-1] == "kernels of the sparse runs: not reported (a runtime without the choice of kernels)"
 
 
 def test_bad_stream_counts_are_one_line_errors(tmp_path):
