@@ -2,7 +2,12 @@
 """Write the loader fuzzer's seed corpus (fuzz/corpus/): one small file per kind of ggufsparse
 file, each made by the project's own commands from a test-sized synthetic model.
 
-    python fuzz/make_corpus.py [OUT]      # default: fuzz/corpus (replaced)
+    python fuzz/make_corpus.py [OUT] [--regressions DIR]   # default: fuzz/corpus (replaced)
+
+With --regressions, also the regression files of the patches' fuzzer findings (docs/fuzzing.md),
+rebuilt from the seeds: `predictor-a-repacked-q4_0.gguf` is the predictor seed with
+`blk.0.ffn_pred_a.weight` requantized to Q4_0, a type the CPU repacks (finding 1). None of these
+files is kept in git; scripts/sanitize.py writes them into its build folder.
 
 Every file is a `ggufsparse synth --shape tiny` model (64 wide, one layer; `tiny-k`, 256 wide, for
 the packed K-quants) with a 259-token byte-level vocabulary, converted with one method: CHESS with
@@ -20,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 CALIB = ["--calib-tokens", "256", "--calib-seq-len", "32", "-q", "--force"]
@@ -79,9 +86,24 @@ def ggufsparse(*args: str, cwd: Path) -> None:
         sys.exit(f"make_corpus: ggufsparse {' '.join(args)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
 
 
+def predictor_a_repacked(seed: Path, out: Path) -> None:
+    """Finding 1: a predictor weight in a type the CPU backend repacks, which the value check could
+    not read back."""
+    import gguf
+    from ggufsparse.format.gguf_io import ExtraTensor, write_with_extras
+
+    name = "blk.0.ffn_pred_a.weight"
+    t = next(t for t in gguf.GGUFReader(seed).tensors if t.name == name)
+    values = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+    q = gguf.quants.quantize(values, gguf.GGMLQuantizationType.Q4_0)
+    write_with_extras(seed, out, [], [], replace=[ExtraTensor(name, q, gguf.GGMLQuantizationType.Q4_0)],
+                      force=True, progress=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", type=Path, default=ROOT / "fuzz" / "corpus")
+    parser.add_argument("--regressions", type=Path, help="also write the regression files here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -107,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True)
         for name, path in made.items():
             shutil.copyfile(path, args.out / f"{name}.gguf")
+        if args.regressions is not None:
+            args.regressions.mkdir(parents=True, exist_ok=True)
+            predictor_a_repacked(made["predictor-q4_0"], args.regressions / "predictor-a-repacked-q4_0.gguf")
     total = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"{args.out}: {len(made)} files, {total} bytes")
     return 0

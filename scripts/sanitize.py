@@ -3,7 +3,7 @@
 
     python scripts/sanitize.py build              # the sanitizer build; prints where its programs are
     python scripts/sanitize.py check [SECONDS]    # build, then test-sparse-ops, the fuzzer over the seed
-                                                  # corpus and tests/fuzz-regressions/, and SECONDS (120) of
+                                                  # corpus and the regression files, and SECONDS (120) of
                                                   # fuzzing; exit 1 on any failure or sanitizer report
     python scripts/sanitize.py fuzz [ARGS...]     # a long run: libFuzzer's ARGS (-max_total_time=3600),
                                                   # the corpus kept in the cache
@@ -35,8 +35,21 @@ from ggufsparse.runtime import build, sdist, source
 
 ROOT = Path(__file__).resolve().parent.parent
 FUZZ = ROOT / "fuzz"
-CORPUS = FUZZ / "corpus"
-REGRESSIONS = ROOT / "tests" / "fuzz-regressions"
+
+# The seed corpus and the regression files are generated (fuzz/make_corpus.py), never kept in git:
+# written once into the cache, keyed by the generator's bytes.
+def seeds() -> tuple[Path, Path]:
+    """(corpus folder, regression folder), made first if absent."""
+    key = hashlib.sha256((FUZZ / "make_corpus.py").read_bytes()).hexdigest()[:12]
+    base = cache_dir() / f"fuzz-seeds-{key}"
+    corpus, regressions = base / "corpus", base / "regressions"
+    if not (base / "done").is_file():
+        _say(f"writing the seed corpus and regression files into {base} (fuzz/make_corpus.py, about a minute)")
+        subprocess.run([sys.executable, str(FUZZ / "make_corpus.py"), str(corpus), "--regressions", str(regressions)],
+                       check=True, stdout=subprocess.DEVNULL)
+        (base / "done").write_text("ok\n")
+    return corpus, regressions
+
 TARGETS = ("test-sparse-ops", "fuzz-load")
 CC, CXX = "clang", "clang++"
 
@@ -127,14 +140,15 @@ def check(jobs: int, fuzz_seconds: int) -> bool:
     bin_dir = build_all(jobs)
     fuzzer = str(bin_dir / "fuzz-load")
     ok = _run("test-sparse-ops (every case)", [str(bin_dir / "test-sparse-ops")])
-    files = inputs(CORPUS) + inputs(REGRESSIONS)
+    corpus, regressions = seeds()
+    files = inputs(corpus) + inputs(regressions)
     ok = _run(f"fuzz-load over {len(files)} seed and regression files", [fuzzer, *files]) and ok
     if fuzz_seconds > 0:
         with tempfile.TemporaryDirectory() as tmp:
             # new inputs go to the first folder (a temporary one); the committed corpus is only read
             ok = _run(f"fuzz-load, {fuzz_seconds} s", [
                 fuzzer, f"-max_total_time={fuzz_seconds}", "-timeout=30", "-print_final_stats=1",
-                f"-artifact_prefix={tmp}/", tmp, str(CORPUS)], timeout=fuzz_seconds + 300) and ok
+                f"-artifact_prefix={tmp}/", tmp, str(corpus)], timeout=fuzz_seconds + 300) and ok
             for crash in Path(tmp).glob("crash-*"):
                 kept = work_dir() / "artifacts" / crash.name
                 kept.parent.mkdir(exist_ok=True)
@@ -151,8 +165,9 @@ def fuzz(jobs: int, extra: list[str]) -> bool:
     corpus = work / "corpus"
     corpus.mkdir(exist_ok=True)
     (work / "artifacts").mkdir(exist_ok=True)
+    seed_corpus, _ = seeds()
     return _run("fuzz-load", [str(bin_dir / "fuzz-load"), "-timeout=30", "-reload=0", "-print_final_stats=1",
-                              f"-artifact_prefix={work / 'artifacts'}/", *extra, str(corpus), str(CORPUS)])
+                              f"-artifact_prefix={work / 'artifacts'}/", *extra, str(corpus), str(seed_corpus)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """The patched llama.cpp under ASan + UBSan (scripts/sanitize.py check): test-sparse-ops with every
-case, the loader fuzzer over its seed corpus and tests/fuzz-regressions/, then two minutes of
+case, the loader fuzzer over its generated seed corpus and regression files (fuzz/make_corpus.py), then two minutes of
 fuzzing. Any sanitizer report, failed case or fuzzer crash fails the test. The first run builds
 the sanitizer tree (about 10 minutes on 2 cores, see docs/fuzzing.md); later ones reuse it."""
 
