@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
     p.add_argument("--cuda", action="store_true", help="build the CUDA backend too")
     p.add_argument("--cuda-archs", help="CMAKE_CUDA_ARCHITECTURES for --cuda (default 75;80;86;89;90)")
     p.add_argument("--metal", action="store_true", help="build the Metal backend (macOS)")
+    p.add_argument("--vulkan", action="store_true",
+                   help="build the Vulkan backend too (needs libvulkan-dev and glslc; on a machine without a "
+                   "GPU, Mesa's lavapipe is a software Vulkan device)")
     p.add_argument("--native", action="store_true",
                    help="optimise for this CPU only (-march=native); the default runs on its whole family")
     p.add_argument("--stock", action="store_true",
@@ -31,11 +34,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.cuda and args.metal:
-        raise UserError("--cuda and --metal exclude each other")
+    if sum((args.cuda, args.metal, args.vulkan)) > 1:
+        raise UserError("--cuda, --metal and --vulkan exclude each other")
     if args.metal and sys.platform != "darwin":
         raise UserError("--metal builds only on macOS")
-    backend = "cuda" if args.cuda else "metal" if args.metal else "cpu"
+    backend = "cuda" if args.cuda else "metal" if args.metal else "vulkan" if args.vulkan else "cpu"
     flags = BuildFlags(backend=backend, cuda_archs=args.cuda_archs or DEFAULT_CUDA_ARCHS,
                        native=args.native, stock=args.stock)
     state = build_runtime(flags, jobs=args.jobs, force=args.force)

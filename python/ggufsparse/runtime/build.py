@@ -43,7 +43,7 @@ DEFAULT_CUDA_ARCHS = "75;80;86;89;90"
 
 @dataclass(frozen=True)
 class BuildFlags:
-    backend: str = "cpu"  # cpu, cuda or metal
+    backend: str = "cpu"  # cpu, cuda, metal or vulkan
     cuda_archs: str = DEFAULT_CUDA_ARCHS
     native: bool = False  # -march=native: fastest here, not portable
     stock: bool = False  # no patches: the reference llama.cpp the patched one is checked against
@@ -71,6 +71,8 @@ class BuildFlags:
         ]
         if not self.native:
             args += _portable_cpu_args()
+        if self.backend == "vulkan":
+            args.append("-DGGML_VULKAN=ON")
         if self.backend == "cuda":
             args.append(f"-DCMAKE_CUDA_ARCHITECTURES={self.cuda_archs}")
             args += _cuda_toolkit_args()
