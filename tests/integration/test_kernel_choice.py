@@ -93,10 +93,14 @@ def _nll(logits: np.ndarray, tokens: list[int]) -> float:
     return float(-lp[np.arange(len(tokens) - 1), tokens[1:]].mean())
 
 
+def _wiki_tokens(model: Path, start: int, n: int) -> list[int]:
+    text = (shared_data_dir() / "wikitext2" / "wiki.test.raw").read_text()[start:start + 4000]
+    with Session(model, n_threads=2) as s:
+        return s.tokenize(text, add_special=True)[:n]
+
+
 def test_the_dense_products_compute_the_same_model(chess):
-    text = (shared_data_dir() / "wikitext2" / "wiki.test.raw").read_text()[5000:9000]
-    with Session(chess, n_threads=2) as s:
-        tokens = s.tokenize(text, add_special=True)[:96]
+    tokens = _wiki_tokens(chess, 5000, 96)
     sparse, sparse_rep = _decode_one_at_a_time(chess, {"GGUFSPARSE_KERNELS": "sparse"}, tokens)
     dense, dense_rep = _decode_one_at_a_time(chess, {"GGUFSPARSE_KERNELS": "dense"}, tokens)
     original, _ = _decode_one_at_a_time(chess, {"GGUFSPARSE_DENSE": "1"}, tokens)
@@ -111,3 +115,19 @@ def test_the_dense_products_compute_the_same_model(chess):
     # thresholded one: its loss on the text is the sparse kernels' loss, far from the original's.
     nll_sparse, nll_dense, nll_original = _nll(sparse, tokens), _nll(dense, tokens), _nll(original, tokens)
     assert abs(nll_sparse - nll_dense) < 0.5 * abs(nll_sparse - nll_original), (nll_sparse, nll_dense, nll_original)
+
+
+def test_the_stock_ops_compute_what_the_sparse_ops_do(chess):
+    """GGUFSPARSE_KERNELS=stock: the graph of a layer on a device without the sparse ops (Vulkan,
+    Metal; CUDA by default), run on the CPU. Its thresholds are ggml_abs, ggml_sub, ggml_step and
+    ggml_mul instead of ggml_sparse_act, with the same dense products as GGUFSPARSE_KERNELS=dense:
+    the same values, so the same logits, bit for bit."""
+    tokens = _wiki_tokens(chess, 9000, 48)
+    dense, dense_rep = _decode_one_at_a_time(chess, {"GGUFSPARSE_KERNELS": "dense"}, tokens)
+    stock, stock_rep = _decode_one_at_a_time(chess, {"GGUFSPARSE_KERNELS": "stock"}, tokens)
+    original, _ = _decode_one_at_a_time(chess, {"GGUFSPARSE_DENSE": "1"}, tokens)
+    assert stock_rep["kernels"]["mode"] == "stock" and dense_rep["kernels"]["mode"] == "dense"
+    assert np.array_equal(stock, dense)
+    assert not np.allclose(stock, original, atol=1e-2)   # the thresholds did apply
+    # stock ops count nothing: the report has no skipped channels to show
+    assert all(stock_rep[site]["total"] == 0 for site in SITES if site in stock_rep), stock_rep

@@ -33,11 +33,12 @@ def add_parser(sub) -> None:
                    help="served throughput instead: N streams decoding together (e.g. 1,2,4,8) with "
                    "llama-batched-bench, alternated as above; prints aggregate decode tokens/s, each stream's "
                    "milliseconds a token, and from how many streams on the sparse file is slower")
-    p.add_argument("--kernels", choices=("auto", "sparse", "dense"),
+    p.add_argument("--kernels", choices=("auto", "sparse", "dense", "stock"),
                    help="what the sparse file's runs use: auto (the default, or GGUFSPARSE_KERNELS) times the "
                    "skipping kernels against the dense products on this machine when a context is made and "
                    "takes the faster per site; sparse: the skipping kernels wherever the file has them; dense: "
-                   "the dense products on the same thresholded inputs (the same model). The report says what "
+                   "the dense products on the same thresholded inputs (the same model); stock: as dense, with the "
+                   "thresholds applied by stock ggml ops, as on a GPU without the sparse ops. The report says what "
                    "ran and why (docs/never-slower.md)")
     p.add_argument("--json", action="store_true", help="print medians, ratios and every run as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

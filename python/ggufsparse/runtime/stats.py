@@ -52,7 +52,7 @@ def counters(report: dict | None) -> dict | None:
 
 
 def kernels(report: dict | None) -> dict | None:
-    """Which kernels the report's last tuned context used: {"mode": auto|sparse|dense, and when
+    """Which kernels the report's last tuned context used: {"mode": auto|sparse|dense|stock, and when
     timed: "sites": {site: {"kernels": "sparse"|"dense", "sparse_ms", "dense_ms", "layers",
     "sparsity"}}, "max_sparse_tokens", "tokens": [...], "tune_ms", "threads"} (docs/never-slower.md)."""
     k = (report or {}).get("kernels")
