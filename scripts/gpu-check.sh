@@ -10,7 +10,8 @@
 #   ops    test-backend-ops: every sparse op on the GPU against the CPU; then perf mode
 #   files  synthetic Llama-2-7B shapes (8 layers; random weights: label every figure synthetic)
 #          in F16, Q8_0, Q4_0, Q4_K; CHESS thresholds grafted from KIT/*.npz; 2:4 magnitude
-#   bench  ggufsparse bench dense vs sparse (alternated, medians of $REPS), all layers on the GPU
+#   bench  ggufsparse bench dense vs sparse (alternated, medians of $REPS), all layers on the GPU, with
+#          CUDA's sparse ops (--kernels sparse), and two files with the default stock-op path
 # Logs and JSON go to OUT. Stop early with DEADLINE=<epoch seconds>: a bench that would start
 # after it is skipped (rerun the stage to finish).
 set -uo pipefail
@@ -104,13 +105,14 @@ stage_files() {
   return $rc
 }
 
-bench_pair() {  # name dense sparse
+bench_pair() {  # name dense sparse [kernels: sparse (CUDA's sparse ops, the default here) or auto (the stock-op path)]
   local now; now=$(date +%s)
+  local kernels=${4:-sparse}
   if [ -s "$OUT/bench-$1.json" ]; then return 0; fi
   if [ "$DEADLINE" -gt 0 ] && [ $((now + 45)) -gt "$DEADLINE" ]; then log "skip $1 (deadline)"; return 0; fi
   if [ ! -f "$FILES/$3" ]; then log "skip $1 (no $3)"; return 0; fi
   log "bench $1"
-  gs bench "$FILES/$2" "$FILES/$3" -r "$REPS" --tg 128 --pp 512 -t 8 --json -q > "$OUT/bench-$1.json" 2> "$OUT/bench-$1.err" \
+  gs bench "$FILES/$2" "$FILES/$3" -r "$REPS" --tg 128 --pp 512 -t 8 --kernels "$kernels" --json -q > "$OUT/bench-$1.json" 2> "$OUT/bench-$1.err" \
     || { tail -3 "$OUT/bench-$1.err"; rm -f "$OUT/bench-$1.json"; return 1; }
   python3 - "$OUT/bench-$1.json" "$1" <<'EOF'
 import json, sys
@@ -131,6 +133,9 @@ stage_bench() {
   bench_pair q4_0-ffn85 q4_0.gguf q4_0-ffn85.gguf
   bench_pair q8_0-chess55 q8_0.gguf q8_0-chess55.gguf
   bench_pair q4_k-chess55 q4_k.gguf q4_k-chess55.gguf
+  # what a user gets by default on CUDA: the stock-op path (thresholds with stock ops, dense products)
+  bench_pair q4_0-chess55-stock q4_0.gguf q4_0-chess55.gguf auto
+  bench_pair q4_k-chess55-stock q4_k.gguf q4_k-chess55.gguf auto
 }
 
 has() { [[ " $STAGES " == *" $1 "* ]]; }
